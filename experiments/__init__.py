@@ -1,0 +1,1 @@
+"""Configs (one `get_config` per chapter) and the command-line entry points."""

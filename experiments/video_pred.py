@@ -1,0 +1,140 @@
+"""Chapter 4: multi-scale adversarial video prediction (Mathieu, Couprie & LeCun; thesis 4.2-4.3).
+
+    python -m experiments.main --config=experiments/video_pred.py --workdir=runs/vp
+    python -m experiments.main --config=experiments/video_pred.py:l1,tiny --workdir=runs/l1_tiny
+
+`--config=experiments/video_pred.py:ARGS`, ARGS a comma-separated list: one variant name and,
+optionally, `tiny`. Variants: `model1` (default; Adv + GDL, Table 4.1), `model2` (Table 4.2: batch
+norm, Adam, pure adversarial, 64x64), and the rows of Table 4.3: `single_scale_l2`, `l2`, `l1`,
+`gdl_l1`, `adv`. `tiny` shrinks any variant so it trains in seconds on a CPU (the tests use it).
+
+Fields set to None are filled from `budgets[budget]` when the run starts: `budget='auto'` picks
+`cpu` on a CPU (about an hour on 2 cores) and `full` (the thesis' widths) on accelerators;
+`--config.budget=full` asks for the thesis' model anywhere.
+"""
+
+from __future__ import annotations
+
+from ml_collections import config_dict
+
+# Table 4.3, plus Model 1 (Adv + GDL) and Model 2.
+VARIANTS = {
+    "model1": dict(num_scales=4, lambda_lp=1.0, p=1.0, lambda_adv=0.05, lambda_gdl=1.0, alpha=1.0),
+    "single_scale_l2": dict(num_scales=1, lambda_lp=1.0, p=2.0, lambda_adv=0.0, lambda_gdl=0.0),
+    "l2": dict(num_scales=4, lambda_lp=1.0, p=2.0, lambda_adv=0.0, lambda_gdl=0.0),
+    "l1": dict(num_scales=4, lambda_lp=1.0, p=1.0, lambda_adv=0.0, lambda_gdl=0.0),
+    "gdl_l1": dict(num_scales=4, lambda_lp=1.0, p=1.0, lambda_adv=0.0, lambda_gdl=1.0, alpha=1.0),
+    "adv": dict(num_scales=4, lambda_lp=1.0, p=1.0, lambda_adv=0.05, lambda_gdl=0.0),
+    # Model 2 (4.3.1): batch norm, real and fake in separate minibatches, a per-frame first
+    # discriminator layer, generator noise, Adam 2e-4 on both sides, pure adversarial, batch 16,
+    # 64x64 patches.
+    "model2": dict(model="model2", num_scales=4, lambda_lp=0.0, lambda_gdl=0.0, lambda_adv=1.0,
+                   batch_norm=True, per_frame_discriminator=True, generator_noise_std=0.1,
+                   g_optimizer="adam", g_learning_rate=2e-4, g_lr_schedule="constant",
+                   d_optimizer="adam", d_learning_rate=2e-4, d_lr_schedule="constant",
+                   batch_size=16, image_size=64, test_frame_size=128),
+}
+MODIFIERS = ("tiny",)
+
+
+def _parse(arg: str | None) -> tuple[str, set[str]]:
+  words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+  variants = [w for w in words if w in VARIANTS]
+  unknown = [w for w in words if w not in VARIANTS and w not in MODIFIERS]
+  if unknown or len(variants) > 1:
+    raise ValueError(
+        f"config: {arg!r} is not a variant name plus optional modifiers; variants: "
+        f"{sorted(VARIANTS)}, modifiers: {list(MODIFIERS)}"
+        + (f" (unknown: {unknown})" if unknown else " (more than one variant)"))
+  return (variants[0] if variants else "model1"), {w for w in words if w in MODIFIERS}
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+  """The config of one chapter-4 variant; see the module docstring for `arg`."""
+  variant, modifiers = _parse(arg)
+  c = config_dict.ConfigDict()
+  c.task = "video_pred"
+  c.variant = variant
+  c.seed = 0
+
+  # Data.
+  c.dataset = "moving_photos"  # or 'ucf101', 'moving_mnist' (TensorFlow Datasets)
+  c.tfds_data_dir = ""  # '' = TFDS' default data dir
+  c.num_input_frames = 4
+  c.image_size = 32  # training patch
+  c.test_frame_size = 64  # full test frames; the generator is fully convolutional
+  c.num_test_clips = 64
+  c.test_future_frames = 4  # frames per test clip after the inputs (2 scored, all animated)
+  c.motion_threshold = 0.5  # pixels/frame above which the renderer marks a pixel as moving
+  c.eval_batch_size = 16
+  c.num_sample_clips = 4
+
+  # Model (Table 4.1 / 4.2).
+  c.model = "model1"
+  c.num_scales = 4
+  c.width_multiplier = config_dict.placeholder(float)  # budget
+  c.batch_norm = False
+  c.per_frame_discriminator = False
+  c.generator_noise_std = 0.0
+
+  # Loss (eq. 4.6); each weight has a schedule from its value to `_final` over the run.
+  c.lambda_adv = 0.05
+  c.lambda_adv_schedule = "constant"
+  c.lambda_adv_final = config_dict.placeholder(float)
+  c.lambda_lp = 1.0
+  c.lambda_lp_schedule = "constant"
+  c.lambda_lp_final = config_dict.placeholder(float)
+  c.p = 1.0
+  c.lambda_gdl = 1.0
+  c.lambda_gdl_schedule = "constant"
+  c.lambda_gdl_final = config_dict.placeholder(float)
+  c.alpha = 1.0
+
+  # Optimisation (4.3.1): SGD, rho_G 0.04 decaying to 0.005, rho_D 0.02.
+  c.batch_size = 8  # global, across all devices
+  c.g_optimizer = "sgd"
+  c.g_learning_rate = 0.04
+  c.g_lr_schedule = "geometric"
+  c.g_final_learning_rate = config_dict.placeholder(float)
+  c.d_optimizer = "sgd"
+  c.d_learning_rate = 0.02
+  c.d_lr_schedule = "constant"
+  c.d_final_learning_rate = config_dict.placeholder(float)
+  c.adam_beta1 = 0.5
+
+  # Run length and bookkeeping.
+  c.total_steps = config_dict.placeholder(int)  # budget
+  c.log_every = 10
+  c.eval_every = config_dict.placeholder(int)  # budget
+  c.checkpoint_every = config_dict.placeholder(int)  # budget
+  c.keep_checkpoints = 3
+
+  # What None fields become. `cpu` is sized to finish in about an hour on a 2-core CPU and beat
+  # copying the last frame on moving areas; `full` is the thesis' Model 1 (the thesis does not give
+  # its number of iterations).
+  c.budget = "auto"
+  c.budgets = config_dict.ConfigDict({
+      "cpu": dict(width_multiplier=0.25, total_steps=6000, eval_every=1000, checkpoint_every=500,
+                  g_final_learning_rate=0.005),
+      "full": dict(width_multiplier=1.0, total_steps=200_000, eval_every=5000,
+                   checkpoint_every=5000, g_final_learning_rate=0.005),
+  })
+
+  for field, value in VARIANTS[variant].items():
+    c[field] = value
+
+  if "tiny" in modifiers:
+    c.width_multiplier = 1 / 32
+    c.total_steps = 2
+    c.eval_every = 2
+    c.checkpoint_every = 1
+    c.log_every = 1
+    c.batch_size = 8
+    c.image_size = 32
+    c.test_frame_size = 32
+    c.num_test_clips = 8
+    c.eval_batch_size = 8
+    c.num_sample_clips = 2
+
+  c.lock()
+  return c

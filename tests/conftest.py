@@ -1,0 +1,48 @@
+"""Shared test helpers: tiny configs and subprocess runs of the command line."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+  """Compiled programs are cached on disk for the session: the tests build the same steps often."""
+  cache = os.path.join(config.rootpath if hasattr(config, "rootpath") else REPO, ".pytest_xla_cache")
+  os.environ.setdefault("UNCERTAINTY_JAX_TEST_XLA_CACHE", cache)
+  jax.config.update("jax_compilation_cache_dir", os.environ["UNCERTAINTY_JAX_TEST_XLA_CACHE"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def run_main(args, *, devices=None, timeout=600, env_extra=None):
+  """Runs `python -m experiments.main ARGS` in a fresh process; returns the CompletedProcess."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env.update(env_extra or {})
+  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def tree_snapshot(root):
+  """{relative path: (size, mtime_ns)} of every file under root."""
+  snap = {}
+  for dirpath, _, files in os.walk(root):
+    for f in files:
+      p = os.path.join(dirpath, f)
+      st = os.stat(p)
+      snap[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
+  return snap
+
+
+@pytest.fixture
+def tiny_config():
+  from experiments import video_pred
+  return lambda arg="model1": video_pred.get_config(f"{arg},tiny")

@@ -1,0 +1,1 @@
+"""Evaluators, and pictures of what the models do."""

@@ -1,0 +1,1 @@
+"""Pair state, optimizers, sharding, train-step builders, the loop, checkpoints and run outputs."""

@@ -1,0 +1,54 @@
+"""Schedules for learning rates and loss weights, and the optimizers built from them."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ("constant", "linear", "geometric", "cosine")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def make_schedule(kind: str, start: float, end: Optional[float], total_steps: int,
+                  *, field: str = "schedule") -> optax.Schedule:
+  """A schedule from `start` at step 0 to `end` at `total_steps` (held there afterwards).
+
+  Args:
+    kind: 'constant' (always `start`), 'linear', 'geometric' (exponential interpolation; both ends
+      must be positive) or 'cosine'.
+    start: value at step 0.
+    end: value at `total_steps`; ignored by 'constant', and `None` means `start`.
+    total_steps: length of the schedule.
+    field: the config field the kind came from, for error messages.
+  """
+  if kind not in SCHEDULES:
+    raise ValueError(f"{field}: unknown schedule {kind!r}; valid: {list(SCHEDULES)}")
+  end = start if end is None else end
+  steps = max(int(total_steps), 1)
+  if kind == "constant" or start == end:
+    return optax.constant_schedule(start)
+  if kind == "linear":
+    return optax.linear_schedule(start, end, steps)
+  if kind == "cosine":
+    return optax.cosine_decay_schedule(start, steps, alpha=end / start if start else 0.0)
+  if start <= 0 or end <= 0:
+    raise ValueError(f"{field}: a geometric schedule needs positive ends, got {start} -> {end}")
+
+  def geometric(step):
+    frac = jnp.clip(step / steps, 0.0, 1.0)
+    return start * (end / start) ** frac
+  return geometric
+
+
+def make_optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, adam_beta1: float = 0.5,
+                   momentum: float = 0.9, field: str = "optimizer") -> optax.GradientTransformation:
+  """'sgd' (plain, as Model 1), 'momentum' (heavy ball) or 'adam' (as Model 2)."""
+  if name == "sgd":
+    return optax.sgd(learning_rate)
+  if name == "momentum":
+    return optax.sgd(learning_rate, momentum=momentum)
+  if name == "adam":
+    return optax.adam(learning_rate, b1=adam_beta1)
+  raise ValueError(f"{field}: unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
