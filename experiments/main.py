@@ -13,6 +13,7 @@ every process runs the same command and reads its share of the data.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app
@@ -43,6 +44,8 @@ def _initialize_distributed() -> None:
     kwargs = dict(coordinator_address=address,
                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+  # CPU-only clusters (and tests on one machine) need a collectives backend; accelerators ignore it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
 
 
@@ -64,13 +67,35 @@ def main(argv) -> int:
   return 0
 
 
-def run() -> None:
-  """Entry point: bad configs and overrides exit with a one-line error instead of a traceback."""
+def _one_line(e: BaseException) -> str:
+  """The message of a flag-parsing error, without the config file's embedded traceback."""
+  lines = [line.strip() for line in str(e).replace("\\n", "\n").splitlines() if line.strip()]
+  for line in reversed(lines):
+    match = re.match(r"^\w*(?:Error|Exception): (.*)$", line)
+    if match:
+      return match.group(1)
+  return " ".join(line.strip("'\"") for line in lines) or type(e).__name__
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad config, variant or override exits with a one-line error."""
   try:
-    app.run(main)
+    return FLAGS(argv)
   except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # A misspelled `--config.FIELD=...`: the locked config refuses the unknown field.
+    overrides = " ".join(a.split("=")[0] for a in argv if a.startswith("--config."))
+    hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(e))
+    detail = (f'no config field "{hint.group(2)}"; did you mean "{hint.group(1)}"?' if hint else
+              f"no such config field or a value of the wrong type ({_one_line(e)})")
+    print(f"error: config override {overrides}: {detail}", file=sys.stderr)
+  sys.exit(1)
+
+
+def run() -> None:
+  """Entry point."""
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -43,4 +43,7 @@ class Task(abc.ABC):
 
   def write_samples(self, state: PairState, dataset: Any, mesh: Mesh, sample_dir: str, step: int,
                     writer: Any) -> None:
-    """Writes pictures of what the model does (PNG grids, GIFs); optional."""
+    """Writes pictures of what the model does (PNG grids, GIFs); optional.
+
+    Called on every process (the predictions are a global computation); only process 0 writes.
+    """

@@ -217,6 +217,8 @@ class VideoPredictionTask(Task):
     n = frames.shape[1] - m
     inputs = evaluation.replicate(frames[:, :m], mesh)
     preds = np.asarray(self.predictor(mesh, n)(state.generator.variables, inputs))
+    if jax.process_index() != 0:
+      return
     grid = visualize.prediction_grid(frames[:, :m], preds, frames[:, m:])
     visualize.save_png(os.path.join(sample_dir, f"predictions_{step:08d}.png"), grid)
     animation = visualize.prediction_animation(frames[:, :m], preds, frames[:, m:])

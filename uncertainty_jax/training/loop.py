@@ -100,16 +100,16 @@ def _setup(config, workdir: str):
 
 
 def _init_or_restore(task, mesh, config, workdir: str, *, require_checkpoint: bool = False):
+  checkpointer = PairCheckpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  if require_checkpoint and checkpointer.latest_step() is None:
+    raise CheckpointError(f"checkpoint: no checkpoint in {checkpointer.directory}; train first "
+                          f"(--mode=train) or point --workdir at a trained run")
   key = jax.random.PRNGKey(config.seed)
   init_key, step_key = jax.random.split(key)
   init = jax.jit(task.init_state, out_shardings=sharding_lib.replicated(mesh))
   state = init(init_key)
-  checkpointer = PairCheckpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   if checkpointer.latest_step() is not None:
     state = checkpointer.restore(state)
-  elif require_checkpoint:
-    raise CheckpointError(f"checkpoint: no checkpoint in {checkpointer.directory}; train first "
-                          f"(--mode=train) or point --workdir at a trained run")
   return state, step_key, checkpointer
 
 
@@ -147,7 +147,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # Lines a killed run logged after its last checkpoint are dropped: the run replays those steps.
   writer = writers_lib.MetricWriter(workdir, is_chief=is_chief, resume_step=start)
   sample_dir = os.path.join(workdir, "samples")
-  progress = writers_lib.ProgressLine(config.total_steps, start_step=start)
+  progress = writers_lib.ProgressLine(config.total_steps, start_step=start,
+                                      stream=None if is_chief else open(os.devnull, "w"))
   total = config.total_steps
   last_eval: dict[str, float] = {}
   pending: Optional[tuple[int, Any]] = None
@@ -182,8 +183,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         t0 = time.time()
         last_eval = task.evaluate(state, dataset, mesh)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in last_eval.items()})
-        if is_chief:
-          task.write_samples(state, dataset, mesh, sample_dir, done, writer)
+        # Every process runs the sample predictions (a global computation); the chief writes them.
+        task.write_samples(state, dataset, mesh, sample_dir, done, writer)
         writer.flush()
         logging.info("step %d eval (%.1f s): %s", done, time.time() - t0, _summary(last_eval))
     if pending is not None:
@@ -198,8 +199,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """Evaluates the latest checkpoint in `workdir`; writes `eval.json` and a `metrics.jsonl` line."""
   task, mesh, workdir, _ = _setup(config, workdir)
-  dataset = task.make_dataset(sharding_lib.batch_sharding(mesh))
   state, _, checkpointer = _init_or_restore(task, mesh, config, workdir, require_checkpoint=True)
+  dataset = task.make_dataset(sharding_lib.batch_sharding(mesh))
   step = int(jax.device_get(state.step))
   try:
     results = task.evaluate(state, dataset, mesh)
