@@ -134,3 +134,24 @@ def test_one_train_step_lowers_generator_loss_on_fixed_batch(variant):
   after = g_loss(new_state.generator.params, new_state)
   assert float(after) < float(before)
   assert int(new_state.step) == 1
+
+
+def test_discriminator_updates_separate_real_from_predicted_frames():
+  """Repeated D updates (G fixed) on one batch drive D(real) up and D(G(x)) down (eq. 4.2)."""
+  from uncertainty_jax.training import steps
+  task = _tiny_task("model1", d_optimizer="adam", d_learning_rate=1e-3)
+  state = jax.jit(task.init_state)(jax.random.PRNGKey(0))
+  batch = {"frames": _inputs(batch=8, frames=5, seed=7)}
+
+  @jax.jit
+  def d_step(st):
+    disc, metrics = steps._update(st.discriminator, task.discriminator_loss, st, batch,  # pylint: disable=protected-access
+                                  jax.random.PRNGKey(0), "d")
+    return st.replace(discriminator=disc), metrics
+
+  _, first = d_step(state)
+  for _ in range(30):
+    state, metrics = d_step(state)
+  assert float(metrics["d/loss"]) < float(first["d/loss"]) - 0.5
+  for k in range(4):
+    assert float(metrics[f"d/real_prob/scale_{k}"]) > float(metrics[f"d/fake_prob/scale_{k}"])
