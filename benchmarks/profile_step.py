@@ -1,11 +1,13 @@
 """Compares the compiled chapter-4 train step across discriminator convolution methods, and profiles it.
 
     python -m benchmarks.profile_step --config=experiments/video_pred.py --config.budget=full \
-        --methods=same_crop,auto --rounds=3
+        --methods=same_crop:xla,auto:auto --rounds=3
     python -m benchmarks.profile_step --config=experiments/video_pred.py --config.budget=full \
-        --methods=auto --trace_dir=/tmp/trace
+        --methods=auto:auto --trace_dir=/tmp/trace
 
-Every method computes the same function (`uncertainty_jax.layers.conv.METHODS`). The steps of all
+Every variant computes the same function: `D:G` names how the discriminators' unpadded convolutions
+(`uncertainty_jax.layers.conv.METHODS`) and the generator's padded ones (`SAME_METHODS`) are computed;
+'same_crop:xla' is the plain XLA formulation. The steps of all
 methods are compiled first, then timed in interleaved rounds, so a machine shared with other work
 slows each alike; the table gives each method's median and its ratio to the first. With
 `--trace_dir`, one profiled step of each method is broken down by operation (CPU seconds summed over
@@ -32,7 +34,10 @@ from uncertainty_jax.training import sharding as sharding_lib
 from uncertainty_jax.training import steps as steps_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_METHODS = flags.DEFINE_list("methods", ["same_crop", "auto"], "ValidConv methods to compare.")
+_METHODS = flags.DEFINE_list(
+    "methods", ["same_crop:xla", "auto:auto"],
+    "Variants to compare, each 'D:G': a discriminator method (layers.conv.METHODS) and a generator "
+    "method (layers.conv.SAME_METHODS).")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed steps per method, interleaved.")
 _TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Where to write and read a profile; '' = none.")
 _TOP = flags.DEFINE_integer("top", 25, "Operation groups listed per profiled method.")
@@ -93,11 +98,14 @@ def main(argv):
   key = jax.random.PRNGKey(config.seed)
   batch = dataset.train_batch(0)
   base_discriminator = task.discriminator
+  base_generator = task.generator
 
   compiled, states, flops = {}, {}, {}
   for method in _METHODS.value:
+    d_method, _, g_method = method.partition(":")
+    task.generator = base_generator.clone(conv_method=g_method or "auto")
     if base_discriminator is not None:
-      task.discriminator = base_discriminator.clone(conv_method=method)
+      task.discriminator = base_discriminator.clone(conv_method=d_method)
     state = jax.jit(task.init_state, out_shardings=sharding_lib.replicated(mesh))(key)
     step_fn = steps_lib.make_train_step(task, mesh)
     t0 = time.perf_counter()
@@ -117,7 +125,7 @@ def main(argv):
       times[method].append(time.perf_counter() - t0)
 
   first = statistics.median(times[_METHODS.value[0]])
-  print(f"{'method':24s} {'s/step':>8s} {'images/s':>9s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'ratio':>6s}")
+  print(f"{'variant':24s} {'s/step':>8s} {'images/s':>9s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'ratio':>6s}")
   for method in _METHODS.value:
     s = statistics.median(times[method])
     print(f"{method:24s} {s:8.3f} {config.batch_size / s:9.2f} {flops[method] / 1e9:7.1f} "

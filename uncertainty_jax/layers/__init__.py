@@ -1,9 +1,12 @@
 """Pure ops and small Flax modules shared by the models."""
 
 from uncertainty_jax.layers.conv import ValidConv
+from uncertainty_jax.layers.conv import same_conv2d
+from uncertainty_jax.layers.conv import valid_conv2d
 from uncertainty_jax.layers.init import torch_uniform
 from uncertainty_jax.layers.pyramid import downsample
 from uncertainty_jax.layers.pyramid import image_pyramid
 from uncertainty_jax.layers.pyramid import upsample2x
 
-__all__ = ["ValidConv", "downsample", "image_pyramid", "torch_uniform", "upsample2x"]
+__all__ = ["ValidConv", "downsample", "image_pyramid", "same_conv2d", "torch_uniform", "upsample2x",
+           "valid_conv2d"]

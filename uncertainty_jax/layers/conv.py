@@ -9,9 +9,12 @@ float summation order), and on XLA:CPU their speeds differ by up to 40x:
   padded kernels while computing fewer discarded border outputs than full 'SAME' padding.
 - `'im2col'`: the patches of every output pixel gathered into a matrix, then one matrix product.
   Fastest for small feature maps, where XLA rewrites the input gradient of a convolution whose
-  output is smaller than its kernel into a convolution running ~100x below the machine's rate.
-- `'pad_crop_im2col_grad'`: `'pad_crop'` forward, `'im2col'` gradients (a custom VJP): for large
-  maps the padded convolution is the fastest forward, the two matrix products the fastest backward.
+  output is smaller than its kernel into a convolution running ~40x slower than the product.
+  Its gradients are matrix products too, and the patches' gradient a sum of shifted copies.
+
+Padded ('SAME') convolutions, `same_conv2d`, keep XLA's forward and input gradient; for some shapes
+XLA's kernel gradient runs at half its forward rate, and one matrix product of the gathered patches
+computes it faster (a custom VJP).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 
 from uncertainty_jax.layers.init import torch_uniform
 
-METHODS = ("auto", "valid", "same_crop", "pad_crop", "im2col", "pad_crop_im2col_grad")
+METHODS = ("auto", "valid", "same_crop", "pad_crop", "im2col")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -35,6 +38,10 @@ def _padded_crop(x: jnp.ndarray, kernel: jnp.ndarray, pad: int) -> jnp.ndarray:
   if pad == 0:
     return y
   return y[:, pad:-pad, pad:-pad, :]
+
+
+def _same_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMS)
 
 
 def _patches(x: jnp.ndarray, k: int) -> jnp.ndarray:
@@ -49,32 +56,86 @@ def _im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
 
 
 @jax.custom_vjp
-def _pad_crop_im2col_grad(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-  return _padded_crop(x, kernel, min(1, (kernel.shape[0] - 1) // 2))
+def _same_im2col_grad(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  return _same_conv(x, kernel)
 
 
-def _pci_fwd(x, kernel):
-  return _pad_crop_im2col_grad(x, kernel), (x, kernel)
+def _sig_fwd(x, kernel):
+  return _same_im2col_grad(x, kernel), (x, kernel)
 
 
-def _pci_bwd(residuals, dy):
+def _sig_bwd(residuals, dy):
   x, kernel = residuals
-  k = kernel.shape[0]
-  cols, cols_vjp = jax.vjp(lambda v: _patches(v, k), x)
+  r = (kernel.shape[0] - 1) // 2
+  _, x_vjp = jax.vjp(lambda v: _same_conv(v, kernel), x)
+  (dx,) = x_vjp(dy)
+  cols = _patches(jnp.pad(x, [(0, 0), (r, r), (r, r), (0, 0)]), kernel.shape[0])
   d_kernel = jnp.einsum("bhwp,bhwo->po", cols, dy).reshape(kernel.shape)
-  (dx,) = cols_vjp(jnp.dot(dy, kernel.reshape(-1, kernel.shape[-1]).T))
   return dx, d_kernel
 
 
-_pad_crop_im2col_grad.defvjp(_pci_fwd, _pci_bwd)
+_same_im2col_grad.defvjp(_sig_fwd, _sig_bwd)
+
+SAME_METHODS = ("auto", "xla", "im2col_grad")
 
 
-def _auto_method(x_shape, kernel_shape) -> str:
-  # Measured on 2-core Zen 4 for the chapter-4 discriminators (batch 8): gathered patches win up to
-  # 16x16 maps; above, the padded forward with matrix-product gradients.
-  if kernel_shape[0] == 1 or max(x_shape[1], x_shape[2]) <= 16:
-    return "im2col"
-  return "pad_crop_im2col_grad"
+def _on_cpu() -> bool:
+  """The choices below were measured on XLA:CPU; accelerators get XLA's own convolutions."""
+  return jax.default_backend() == "cpu"
+
+
+def _auto_same_method(x_shape, kernel_shape) -> str:
+  if not _on_cpu():
+    return "xla"
+  # XLA:CPU's kernel gradient ran at about half its forward rate for 256 -> 512 channels on 32x32
+  # maps (batch 8); the patch matrix product was 1.8x faster there, and slower at 64 -> 128.
+  large = x_shape[1] * x_shape[2] >= 1024 and kernel_shape[0] > 1 and kernel_shape[-2] >= 256
+  if large and kernel_shape[-1] > kernel_shape[-2]:
+    return "im2col_grad"
+  return "xla"
+
+
+def same_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> jnp.ndarray:
+  """A zero-padded ('SAME') stride-1 2-D convolution with an odd kernel.
+
+  Args:
+    x: `[B, H, W, C]`.
+    kernel: `[k, k, C, O]`, k odd.
+    method: one of `SAME_METHODS`: 'xla' differentiates XLA's convolution, 'im2col_grad' computes
+      the kernel gradient as one matrix product of gathered patches; 'auto' picks per shape.
+
+  Returns:
+    `[B, H, W, O]`.
+  """
+  if method not in SAME_METHODS:
+    raise ValueError(f"method: unknown method {method!r}; valid: {list(SAME_METHODS)}")
+  k = kernel.shape[0]
+  if kernel.shape[1] != k or k % 2 != 1:
+    raise ValueError(f"kernel: spatial shape {kernel.shape[:2]} is not square with an odd size")
+  if method == "auto":
+    method = _auto_same_method(x.shape, kernel.shape)
+  if method == "xla":
+    return _same_conv(x, kernel)
+  return _same_im2col_grad(x, kernel)
+
+
+def same_conv_general_dilated(method: str, lhs, rhs, window_strides, padding, lhs_dilation=None,
+                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                              precision=None, **unused):
+  """`lax.conv_general_dilated`'s signature for `nn.Conv(padding='SAME')`, via `same_conv2d`.
+
+  Pass `functools.partial(same_conv_general_dilated, method)` as `nn.Conv.conv_general_dilated`;
+  the module's parameters are unchanged.
+  """
+  del lhs_dilation, rhs_dilation, dimension_numbers, precision, unused
+  k = rhs.shape[0]
+  same = ((k - 1) // 2,) * 2
+  if tuple(window_strides) != (1, 1) or feature_group_count != 1:
+    raise ValueError(f"same_conv_general_dilated: strides {window_strides} and feature groups "
+                     f"{feature_group_count} are not supported; only 1")
+  if padding != "SAME" and tuple(map(tuple, padding)) != (same, same):
+    raise ValueError(f"same_conv_general_dilated: padding {padding!r} is not supported; only SAME")
+  return same_conv2d(lhs, rhs, method)
 
 
 def valid_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> jnp.ndarray:
@@ -93,17 +154,17 @@ def valid_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> j
   k = kernel.shape[0]
   if kernel.shape[1] != k or k % 2 != 1:
     raise ValueError(f"kernel: spatial shape {kernel.shape[:2]} is not square with an odd size")
-  if method == "auto":
-    method = _auto_method(x.shape, kernel.shape)
   if method == "valid":
     return _padded_crop(x, kernel, 0)
   if method == "same_crop":
     return _padded_crop(x, kernel, (k - 1) // 2)
   if method == "pad_crop":
     return _padded_crop(x, kernel, min(1, (k - 1) // 2))
-  if method == "im2col":
-    return _im2col_conv(x, kernel)
-  return _pad_crop_im2col_grad(x, kernel)
+  if method == "auto" and not _on_cpu():
+    return _padded_crop(x, kernel, 0)
+  # 'auto' and 'im2col': on the chapter-4 discriminators (batch 8, 2-core Zen 4) the gathered
+  # patches made the whole train step fastest, against every other method and per-size mixtures.
+  return _im2col_conv(x, kernel)
 
 
 def _conv_general_dilated(method: str, lhs, rhs, window_strides, padding, lhs_dilation=None,
