@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks.common import compiled_flops
 from uncertainty_jax import tasks as tasks_lib
 from uncertainty_jax.training import loop
 from uncertainty_jax.training import sharding as sharding_lib
@@ -42,13 +43,6 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed steps per method, interleaved
 _TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Where to write and read a profile; '' = none.")
 _TOP = flags.DEFINE_integer("top", 25, "Operation groups listed per profiled method.")
 flags.mark_flag_as_required("config")
-
-
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", 0.0)) if analysis else 0.0
 
 
 def _op_sources(hlo_text: str) -> dict[str, str]:
@@ -111,7 +105,7 @@ def main(argv):
     t0 = time.perf_counter()
     compiled[method] = step_fn.lower(state, batch, key).compile()
     print(f"{method}: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
-    flops[method] = _flops(compiled[method])
+    flops[method] = compiled_flops(compiled[method])
     state, metrics = compiled[method](state, batch, key)
     jax.block_until_ready(metrics)
     states[method] = state

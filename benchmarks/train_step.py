@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks.common import compiled_flops
 from uncertainty_jax import tasks as tasks_lib
 from uncertainty_jax.training import loop
 from uncertainty_jax.training import sharding as sharding_lib
@@ -27,13 +28,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed train steps.")
 _DATA_STEPS = flags.DEFINE_integer("data_steps", 50, "Timed data-pipeline batches.")
 flags.mark_flag_as_required("config")
-
-
-def _flops(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", 0.0)) if analysis else 0.0
 
 
 def main(argv):
@@ -53,7 +47,7 @@ def main(argv):
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch, key).compile()
   compile_s = time.perf_counter() - t0
-  flops = _flops(compiled)
+  flops = compiled_flops(compiled)
 
   state, metrics = compiled(state, batch, key)
   jax.block_until_ready(metrics)

@@ -95,6 +95,16 @@ def _auto_same_method(x_shape, kernel_shape) -> str:
   return "xla"
 
 
+def _check_conv_args(kernel: jnp.ndarray, method: str, methods: tuple[str, ...]) -> int:
+  """Validates a method name and a square odd kernel; returns the kernel size."""
+  if method not in methods:
+    raise ValueError(f"method: unknown method {method!r}; valid: {list(methods)}")
+  k = kernel.shape[0]
+  if kernel.shape[1] != k or k % 2 != 1:
+    raise ValueError(f"kernel: spatial shape {kernel.shape[:2]} is not square with an odd size")
+  return k
+
+
 def same_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> jnp.ndarray:
   """A zero-padded ('SAME') stride-1 2-D convolution with an odd kernel.
 
@@ -107,11 +117,7 @@ def same_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> jn
   Returns:
     `[B, H, W, O]`.
   """
-  if method not in SAME_METHODS:
-    raise ValueError(f"method: unknown method {method!r}; valid: {list(SAME_METHODS)}")
-  k = kernel.shape[0]
-  if kernel.shape[1] != k or k % 2 != 1:
-    raise ValueError(f"kernel: spatial shape {kernel.shape[:2]} is not square with an odd size")
+  _check_conv_args(kernel, method, SAME_METHODS)
   if method == "auto":
     method = _auto_same_method(x.shape, kernel.shape)
   if method == "xla":
@@ -149,11 +155,7 @@ def valid_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -> j
   Returns:
     `[B, H - k + 1, W - k + 1, O]`.
   """
-  if method not in METHODS:
-    raise ValueError(f"method: unknown method {method!r}; valid: {list(METHODS)}")
-  k = kernel.shape[0]
-  if kernel.shape[1] != k or k % 2 != 1:
-    raise ValueError(f"kernel: spatial shape {kernel.shape[:2]} is not square with an odd size")
+  k = _check_conv_args(kernel, method, METHODS)
   if method == "valid":
     return _padded_crop(x, kernel, 0)
   if method == "same_crop":
