@@ -1,9 +1,10 @@
-"""Prints a run's latest evaluation as a Markdown table laid out like Table 4.4.
+"""Prints a run's latest evaluation as Markdown tables laid out like Table 4.4.
 
     python -m experiments.report --workdir=runs/vp
 
-Rows: the model and the last-input baseline; columns: PSNR, SSIM and sharpness difference of the
-1st and 2nd predicted frames; one table for the full frame and one for the moving areas.
+Rows: the model and the reference predictors (last input, optical flow); columns: PSNR, SSIM and
+sharpness difference of the 1st and 2nd predicted frames; one table for the full frame, one for
+the moving areas under the optical-flow mask and, on the embedded data, one under the exact mask.
 """
 
 from __future__ import annotations
@@ -13,27 +14,25 @@ import sys
 from absl import app
 from absl import flags
 
+from uncertainty_jax.evaluation import tables
 from uncertainty_jax.training import writers
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.")
 _STEP = flags.DEFINE_integer("step", None, "Which evaluation (default: the latest).")
 flags.mark_flag_as_required("workdir")
 
-_METRICS = (("psnr", "PSNR", 1), ("ssim", "SSIM", 2), ("sharpness", "Sharpness", 1))
 
-
-def table(record: dict, region: str) -> str:
-  """One Markdown table of `record`'s `eval/...` metrics for `region` ('full' or 'moving')."""
-  head = "| | " + " | ".join(f"{name} (frame {k})" for k in (1, 2) for _, name, _ in _METRICS)
-  lines = [head + " |", "|---" * (1 + 2 * len(_METRICS)) + "|"]
-  for label, prefix in (("model", "eval/"), ("last input", "eval/last_input/")):
-    cells = []
-    for k in (1, 2):
-      for key, _, digits in _METRICS:
-        value = record.get(f"{prefix}{region}/frame{k}/{key}")
-        cells.append("–" if value is None else f"{value:.{digits}f}")
-    lines.append(f"| {label} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+def report(record: dict) -> str:
+  """The tables of one `metrics.jsonl` evaluation record (keys `eval/...`)."""
+  scores = tables.strip_prefix(record, "eval/")
+  rows = [("Model", scores)] + [(label, tables.strip_prefix(scores, prefix))
+                                for prefix, label in tables.REFERENCES]
+  rows = [(label, r) for label, r in rows if tables.has_region([r], "full")]
+  parts = [f"Step {record['step']}, {int(scores.get('num_clips', 0))} test clips."]
+  for region, title in tables.REGIONS.items():
+    if tables.has_region([scores], region):
+      parts.append(f"{title[0].upper()}{title[1:]}:\n\n{tables.metrics_table(rows, region)}")
+  return "\n\n".join(parts)
 
 
 def main(argv) -> int:
@@ -45,13 +44,7 @@ def main(argv) -> int:
     print(f"error: no evaluation{'' if _STEP.value is None else f' at step {_STEP.value}'} in "
           f"{_WORKDIR.value}/metrics.jsonl", file=sys.stderr)
     return 1
-  record = evals[-1]
-  print(f"Step {record['step']}, {int(record.get('eval/num_clips', 0))} test clips.\n")
-  print("Full frame:\n")
-  print(table(record, "full"))
-  if any(k.startswith("eval/moving/") for k in record):
-    print("\nMoving areas:\n")
-    print(table(record, "moving"))
+  print(report(evals[-1]))
   return 0
 
 

@@ -14,6 +14,7 @@ from uncertainty_jax.data.base import make_global_batch
 # name -> (module, dotted name of a factory taking (config, sharding)).
 VIDEO_DATASETS = {
     "moving_photos": ("uncertainty_jax.data.moving_photos", "MovingPhotos.from_config"),
+    "multimodal_photos": ("uncertainty_jax.data.multimodal_photos", "MultimodalPhotos.from_config"),
     "ucf101": ("uncertainty_jax.data.tfds_video", "ucf101_from_config"),
     "moving_mnist": ("uncertainty_jax.data.tfds_video", "moving_mnist_from_config"),
 }

@@ -2,14 +2,15 @@
 
 Frames are float in [-1, 1], channel-last, with 1 or 3 channels. As in the thesis' figures,
 predicted frames are framed in red; true future frames are framed in green, and input frames in
-white, so a viewer tells them apart at a glance.
+white, so a viewer tells them apart at a glance. `comparison_grid` and `comparison_animation` put
+several predictors side by side under a header of labels.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -169,6 +170,203 @@ def prediction_animation(inputs, predictions, targets, *, max_rows: int = 4, sca
     image = _tile(cells)
     frames.append(np.repeat(np.repeat(image, scale, axis=0), scale, axis=1))
   return frames
+
+
+# Header text: black on white, Pillow's built-in bitmap font (6 x 11 pixels a character).
+_HEADER_TEXT = (0, 0, 0)
+_HEADER_BACKGROUND = (255, 255, 255)
+_HEADER_PAD = 2
+
+
+def _check_comparison(inputs, targets, predictions):
+  """Validates inputs `[B, m, H, W, C]`, targets `[B, n, H, W, C]` and a dict of predictions.
+
+  Returns:
+    `(inputs, targets, [(label, prediction), ...])` as numpy arrays, in the dict's order.
+  """
+  inputs = _check_video('inputs', inputs)
+  targets = _check_video('targets', targets)
+  b, m, h, w, c = inputs.shape
+  if b < 1 or m < 1:
+    raise ValueError(f'inputs: shape {inputs.shape}; expected at least one clip and one frame')
+  if (targets.shape[0],) + targets.shape[2:] != (b, h, w, c):
+    raise ValueError(f'targets: shape {targets.shape}; expected [{b}, n, {h}, {w}, {c}] to match '
+                     f'inputs {inputs.shape}')
+  if targets.shape[1] < 1:
+    raise ValueError(f'targets: shape {targets.shape}; expected at least one future frame')
+  if not isinstance(predictions, Mapping):
+    raise ValueError(f'predictions: a {type(predictions).__name__}; expected a dict '
+                     'label -> [B, n, H, W, C]')
+  if not predictions:
+    raise ValueError('predictions: an empty dict; expected at least one predictor')
+  checked = []
+  for label, prediction in predictions.items():
+    if not isinstance(label, str) or not label.strip():
+      raise ValueError(f'predictions: label {label!r}; expected a non-empty string')
+    try:
+      label.encode('latin-1')
+    except UnicodeEncodeError:
+      raise ValueError(f'predictions: label {label!r}; expected Latin-1 characters (the '
+                       'header font has no others)') from None
+    prediction = _check_video(f'predictions[{label!r}]', prediction)
+    if prediction.shape != targets.shape:
+      raise ValueError(f'predictions[{label!r}]: shape {prediction.shape}; expected the shape of '
+                       f'targets, {targets.shape} (the same clips and n = {targets.shape[1]} '
+                       'frames)')
+    checked.append((label, prediction))
+  return inputs, targets, checked
+
+
+def _upscale(image: np.ndarray, scale: int) -> np.ndarray:
+  """Nearest-neighbour upscaling of `[H, W, 3]` by pixel repetition."""
+  return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def _fit_text(text: str, font, width: int) -> str:
+  """`text`, shortened with '..' if needed so that it is at most `width` pixels wide."""
+  if font.getlength(text) <= width:
+    return text
+  for end in range(len(text) - 1, 0, -1):
+    short = text[:end].rstrip() + '..'
+    if font.getlength(short) <= width:
+      return short
+  # Not even one character and '..' fit: the first character, clipped to its span.
+  return text[:1]
+
+
+def _header(width: int, lines: Sequence[Sequence[tuple[str, int, int]]]) -> np.ndarray:
+  """A white band of text lines above a grid.
+
+  Args:
+    width: the band's width in pixels.
+    lines: for each line, `(text, x0, x1)` spans; each text is centred in `[x0, x1)` and
+      clipped to it (shortened with '..' when too long), so labels never overlap.
+
+  Returns:
+    uint8 `[len(lines) * (11 + 2 * _HEADER_PAD), width, 3]`.
+  """
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  # Pillow >= 10.1 returns a scalable TrueType font from load_default(); the bitmap font needs
+  # no FreeType and draws pure black and white pixels.
+  font = getattr(ImageFont, 'load_default_imagefont', ImageFont.load_default)()
+  text_height = font.getbbox('Ag|')[3]
+  line_height = text_height + 2 * _HEADER_PAD
+  band = Image.new('RGB', (width, len(lines) * line_height), _HEADER_BACKGROUND)
+  for row, spans in enumerate(lines):
+    for text, x0, x1 in spans:
+      span = Image.new('RGB', (x1 - x0, line_height), _HEADER_BACKGROUND)
+      text = _fit_text(text, font, x1 - x0 - 2)
+      x = max(0, (x1 - x0 - int(font.getlength(text))) // 2)
+      ImageDraw.Draw(span).text((x, _HEADER_PAD), text, fill=_HEADER_TEXT, font=font)
+      band.paste(span, (x0, row * line_height))
+  return np.asarray(band, np.uint8)
+
+
+def comparison_grid(inputs, targets, predictions: Mapping[str, object], *, scale: int = 1,
+                    border: int = 1, max_rows: int = 4) -> np.ndarray:
+  """One labelled image comparing several predictors on a few clips (thesis Figure 4.5 style).
+
+  A row per clip; its columns are the last input frame (white border), the `n` true future
+  frames (green, `TARGET_COLOR`), then for each predictor in the dict's order its `n` predicted
+  frames (red, `PREDICTION_COLOR`). Above the cells, a white header band names each group of
+  columns ("input", "truth", then the labels) centred over the group, and, when `n > 1`, a
+  second line numbers the frames 1..n of each group; labels too long for their group are
+  shortened with '..'.
+
+  The cells are the frames surrounded by `border` pixels, the whole grid then upscaled `scale`
+  times by nearest-neighbour (borders included). With `H' = (H + 2 border) scale`,
+  `W' = (W + 2 border) scale` and `top` the header's height (`grid.shape[0] - rows H'`), the cell
+  of clip `i`, column `c` is `grid[top + i H' : top + (i + 1) H', c W' : (c + 1) W']`; predictor
+  `j` (0-based), frame `k` (0-based) is column `1 + n (j + 1) + k`.
+
+  Args:
+    inputs: `[B, m, H, W, C]`, floats in [-1, 1], C in (1, 3); C = 1 is shown as grey.
+    targets: `[B, n, H, W, C]`, the true future frames.
+    predictions: an ordered dict `label -> [B, n, H, W, C]`, e.g. `{'L2': ..., 'Model 1': ...}`;
+      labels are non-empty Latin-1 strings.
+    scale: integer upscaling factor, >= 1.
+    border: border width in pixels before upscaling, >= 0.
+    max_rows: at most this many clips (the first ones) are shown.
+
+  Returns:
+    uint8 `[top + rows H', (1 + n (1 + P)) W', 3]`, `rows = min(B, max_rows)`, `P` predictors.
+
+  Raises:
+    ValueError: shapes that do not match as above, no predictors, a bad label, or a bad
+      `scale` / `border` / `max_rows`.
+  """
+  inputs, targets, predicted = _check_comparison(inputs, targets, predictions)
+  scale = _check_positive('scale', scale, 1)
+  border = _check_positive('border', border, 0)
+  max_rows = _check_positive('max_rows', max_rows, 1)
+  rows = min(inputs.shape[0], max_rows)
+  n = targets.shape[1]
+  cells = np.concatenate(
+      [_framed(_rgb(to_uint8(inputs[:rows, -1:])), border, INPUT_COLOR),
+       _framed(_rgb(to_uint8(targets[:rows])), border, TARGET_COLOR)]
+      + [_framed(_rgb(to_uint8(p[:rows])), border, PREDICTION_COLOR) for _, p in predicted],
+      axis=1)
+  body = _upscale(_tile(cells), scale)
+  cell_width = cells.shape[3] * scale
+  groups = [('input', 0, 1), ('truth', 1, 1 + n)]
+  groups += [(label, 1 + n * (j + 1), 1 + n * (j + 2)) for j, (label, _) in enumerate(predicted)]
+  lines = [[(text, c0 * cell_width, c1 * cell_width) for text, c0, c1 in groups]]
+  if n > 1:
+    lines.append([(str(k + 1), c * cell_width, (c + 1) * cell_width)
+                  for _, c0, c1 in groups[1:] for k, c in enumerate(range(c0, c1))])
+  return np.concatenate([_header(body.shape[1], lines), body], axis=0)
+
+
+def comparison_animation(inputs, targets, predictions: Mapping[str, object], *, scale: int = 2,
+                         max_rows: int = 4, border: int = 1) -> list[np.ndarray]:
+  """Frames of a labelled animation comparing the truth with several predictors, side by side.
+
+  Frame `t` (of `m + n`) has a row per clip with `1 + P` cells, `[truth | predictor 1 | ...]`.
+  While `t < m` every cell shows input frame `t` with a white border; afterwards the first cell
+  shows the true frame `t - m` framed in green and each other cell that predictor's frame `t - m`
+  framed in red, as in `prediction_animation`. Above the cells, a white header band names each
+  column ("truth", then the labels in the dict's order); it is the same in every frame.
+
+  With `H' = (H + 2 border) scale`, `W' = (W + 2 border) scale` and `top` the header's height
+  (`frame.shape[0] - rows H'`), the cell of clip `i`, column `c` is
+  `frame[top + i H' : top + (i + 1) H', c W' : (c + 1) W']`.
+
+  Args:
+    inputs: `[B, m, H, W, C]`, floats in [-1, 1], C in (1, 3).
+    targets: `[B, n, H, W, C]`, the true future frames.
+    predictions: an ordered dict `label -> [B, n, H, W, C]`; labels are non-empty Latin-1
+      strings.
+    scale: integer upscaling factor, >= 1.
+    max_rows: at most this many clips (the first ones) are shown.
+    border: border width in pixels before upscaling, >= 0.
+
+  Returns:
+    `m + n` uint8 frames `[top + rows H', (1 + P) W', 3]`, `rows = min(B, max_rows)`, `P`
+    predictors; ready for `save_gif`.
+
+  Raises:
+    ValueError: shapes that do not match as above, no predictors, a bad label, or a bad
+      `scale` / `max_rows` / `border`.
+  """
+  inputs, targets, predicted = _check_comparison(inputs, targets, predictions)
+  scale = _check_positive('scale', scale, 1)
+  max_rows = _check_positive('max_rows', max_rows, 1)
+  border = _check_positive('border', border, 0)
+  rows = min(inputs.shape[0], max_rows)
+  columns = 1 + len(predicted)
+  seen = _framed(_rgb(to_uint8(inputs[:rows])), border, INPUT_COLOR)
+  # [rows, m, H', W', 3] -> [m, rows, columns, H', W', 3]: the input in every column.
+  observed = np.stack([seen] * columns, axis=2).transpose(1, 0, 2, 3, 4, 5)
+  future = np.stack(
+      [_framed(_rgb(to_uint8(targets[:rows])), border, TARGET_COLOR)]
+      + [_framed(_rgb(to_uint8(p[:rows])), border, PREDICTION_COLOR) for _, p in predicted],
+      axis=2).transpose(1, 0, 2, 3, 4, 5)
+  cell_width = seen.shape[3] * scale
+  labels = ['truth'] + [label for label, _ in predicted]
+  spans = [(text, c * cell_width, (c + 1) * cell_width) for c, text in enumerate(labels)]
+  header = _header(columns * cell_width, [spans])
+  return [np.concatenate([header, _upscale(_tile(cells), scale)], axis=0)
+          for cells in np.concatenate([observed, future], axis=0)]
 
 
 def _check_image(name: str, image) -> np.ndarray:

@@ -121,7 +121,7 @@ class _GeneratorScaleNet(nn.Module):
   conv_method: str = "auto"
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool, sample: bool) -> jnp.ndarray:
     middle = len(self.spec.features) // 2
     conv = functools.partial(conv_lib.same_conv_general_dilated, self.conv_method)
     for i, (feat, k) in enumerate(zip(self.spec.features, self.spec.kernels)):
@@ -130,7 +130,7 @@ class _GeneratorScaleNet(nn.Module):
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
       x = nn.relu(x)
-      if i == middle and self.noise_std > 0 and train:
+      if i == middle and self.noise_std > 0 and sample:
         x = x + self.noise_std * jax.random.normal(self.make_rng("noise"), x.shape, x.dtype)
     k = self.spec.kernels[-1]
     x = nn.Conv(self.out_channels, (k, k), padding="SAME", kernel_init=torch_uniform,
@@ -158,16 +158,20 @@ class MultiScaleGenerator(nn.Module):
   conv_method: str = "auto"
 
   @nn.compact
-  def __call__(self, inputs: jnp.ndarray, train: bool = False) -> list[jnp.ndarray]:
+  def __call__(self, inputs: jnp.ndarray, train: bool = False, sample: bool | None = None
+               ) -> list[jnp.ndarray]:
     """Predicts the next frame at every scale.
 
     Args:
       inputs: `[B, m, H, W, C]` input frames in [-1, 1]; H, W divisible by `2 ** (N - 1)`.
-      train: batch norm in training mode and noise on.
+      train: batch norm in training mode (and, by default, noise on).
+      sample: whether to add the noise (needs a 'noise' rng); defaults to `train`. At test time,
+        `sample=True` draws one of the futures the generator can produce.
 
     Returns:
       N predictions `[B, H_k, W_k, C]`, coarsest first, each in [-1, 1]; the last is full size.
     """
+    sample = train if sample is None else sample
     pyramid = image_pyramid(_frames_to_channels(inputs), len(self.scales))
     preds = []
     for k, spec in enumerate(self.scales):
@@ -176,9 +180,9 @@ class MultiScaleGenerator(nn.Module):
       if preds:
         # The coarser prediction keeps its gradient: the loss at scale k trains every G_k', k' <= k.
         upsampled = upsample2x(preds[-1])
-        pred = upsampled + net(jnp.concatenate([pyramid[k], upsampled], axis=-1), train)
+        pred = upsampled + net(jnp.concatenate([pyramid[k], upsampled], axis=-1), train, sample)
       else:
-        pred = net(pyramid[k], train)
+        pred = net(pyramid[k], train, sample)
       preds.append(_clip_straight_through(pred))
     return preds
 

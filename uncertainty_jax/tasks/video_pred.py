@@ -57,6 +57,13 @@ def validate_config(config) -> None:
   if config.test_future_frames < 2:
     raise ValueError(f"test_future_frames: {config.test_future_frames} must be at least 2 (the "
                      f"evaluation scores the 1st and 2nd predicted frames)")
+  if not config.flow_mask_threshold >= 0:
+    raise ValueError(f"flow_mask_threshold: {config.flow_mask_threshold} must be >= 0 (pixels per "
+                     f"frame)")
+  if config.d_loss_reduction not in ("mean", "sum"):
+    raise ValueError(f"d_loss_reduction: {config.d_loss_reduction!r} is not 'mean' or 'sum'")
+  if config.num_mode_samples < 1:
+    raise ValueError(f"num_mode_samples: {config.num_mode_samples} must be at least 1")
   if config.p <= 0:
     raise ValueError(f"p: {config.p} must be positive (1 for L1, 2 for L2)")
   if config.alpha < 1:
@@ -154,7 +161,10 @@ class VideoPredictionTask(Task):
     return self.discriminator.apply(variables, inputs, frames, train=True), {}
 
   def discriminator_loss(self, params, state, batch, rng):
-    """Eq. 4.2 summed over scales; real and fake frames go through D as separate minibatches."""
+    """Eq. 4.2 summed over scales (and over or averaged on the minibatch, per `d_loss_reduction`).
+
+    Real and fake frames go through D as separate minibatches.
+    """
     inputs, target = self._split(batch)
     gen = state.generator
     fake, _ = self._generate(gen.params, gen, inputs, rng)
@@ -163,9 +173,11 @@ class VideoPredictionTask(Task):
     stats = state.discriminator.batch_stats
     real_logits, stats = self._discriminate(params, stats, inputs, real)
     fake_logits, stats = self._discriminate(params, stats, inputs, fake)
+    # Algorithm 4.1 sums the loss over the minibatch; 'mean' divides it by the batch size.
+    scale = inputs.shape[0] if self.config.d_loss_reduction == "sum" else 1
     metrics, total = {}, 0.0
     for k, (r, f) in enumerate(zip(real_logits, fake_logits)):
-      loss_k = losses.discriminator_bce_loss(r, f)
+      loss_k = scale * losses.discriminator_bce_loss(r, f)
       metrics[f"d/adv/scale_{k}"] = loss_k
       metrics[f"d/real_prob/scale_{k}"] = jnp.mean(jax.nn.sigmoid(r))
       metrics[f"d/fake_prob/scale_{k}"] = jnp.mean(jax.nn.sigmoid(f))
@@ -193,21 +205,38 @@ class VideoPredictionTask(Task):
 
   # --- inference, evaluation, samples ---------------------------------------------------------
 
-  def predictor(self, mesh, num_frames: int):
-    """A jitted `(generator_variables, inputs [B, m, H, W, C]) -> [B, num_frames, H, W, C]`."""
-    key = (id(mesh), num_frames)
+  def predictor(self, mesh, num_frames: int, *, sample: bool = False):
+    """A jitted `(generator_variables, inputs [B, m, H, W, C]) -> [B, num_frames, H, W, C]`.
+
+    With `sample=True` it takes a key after the inputs and draws the generator's noise.
+    """
+    key = (id(mesh), num_frames, sample)
     if key not in self._predict_cache:
       repl = sharding_lib.replicated(mesh)
-      fn = functools.partial(evaluation.predict_frames, self.generator, num_frames=num_frames)
-      self._predict_cache[key] = jax.jit(fn, in_shardings=(repl, repl), out_shardings=repl)
+      if sample:
+        fn = lambda variables, inputs, rng: evaluation.predict_frames(
+            self.generator, variables, inputs, num_frames=num_frames, rng=rng)
+        shardings = (repl, repl, repl)
+      else:
+        fn = functools.partial(evaluation.predict_frames, self.generator, num_frames=num_frames)
+        shardings = (repl, repl)
+      self._predict_cache[key] = jax.jit(fn, in_shardings=shardings, out_shardings=repl)
     return self._predict_cache[key]
 
   def evaluate(self, state, dataset, mesh):
     c = self.config
+    variables = state.generator.variables
     predict = self.predictor(mesh, 2)
+    sample = None
+    if c.generator_noise_std > 0:
+      draw = self.predictor(mesh, 1, sample=True)
+      key = jax.random.PRNGKey(c.seed + 1)  # the same draws at every evaluation
+      sample = lambda inputs, i: draw(variables, inputs, jax.random.fold_in(key, i))
     return evaluation.evaluate(
-        lambda inputs: predict(state.generator.variables, inputs), dataset.test_batches(
-            c.eval_batch_size), num_input_frames=c.num_input_frames, mesh=mesh)
+        lambda inputs: predict(variables, inputs), dataset.test_batches(c.eval_batch_size),
+        num_input_frames=c.num_input_frames, mesh=mesh, flow_threshold=c.flow_mask_threshold,
+        mode_probs=getattr(dataset, "mode_probs", None), sample=sample,
+        num_samples=c.num_mode_samples)
 
   def write_samples(self, state, dataset, mesh, sample_dir, step, writer):
     c = self.config

@@ -4,7 +4,7 @@
 builds the task named by the config, a mesh over all devices, the sharded initial state and the
 compiled step; resumes from the latest checkpoint in `workdir`; and trains to `total_steps`, writing
 metrics, samples and checkpoints as it goes. `evaluate_checkpoint(config, workdir)` scores the
-latest checkpoint alone.
+latest checkpoint alone. Both write the latest evaluation to `workdir/eval.json`.
 """
 
 from __future__ import annotations
@@ -180,6 +180,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         t0 = time.time()
         last_eval = task.evaluate(state, dataset, mesh)
         writer.write_scalars(done, {f"eval/{k}": v for k, v in last_eval.items()})
+        if is_chief:
+          _write_json(os.path.join(workdir, "eval.json"), {"step": done, **last_eval})
         # Every process runs the sample predictions (a global computation); the chief writes them.
         task.write_samples(state, dataset, mesh, sample_dir, done, writer)
         writer.flush()
@@ -191,6 +193,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     writer.close()
     checkpointer.close()
   return last_eval
+
+
+def restore(config, workdir: str):
+  """The latest checkpoint in `workdir`, ready for inference.
+
+  Returns:
+    `(task, state, mesh)`: the config's task, its `PairState` restored on a mesh over all devices.
+
+  Raises:
+    CheckpointError: `workdir` has no checkpoint, or one of another model.
+  """
+  task, mesh, workdir, _ = _setup(config, workdir)
+  state, _, checkpointer = _init_or_restore(task, mesh, config, workdir, require_checkpoint=True)
+  checkpointer.close()
+  return task, state, mesh
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
@@ -212,7 +229,8 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
 
 
 def _summary(results: dict[str, float]) -> str:
-  keys = [k for k in ("moving/frame1/psnr", "last_input/moving/frame1/psnr", "full/frame1/psnr",
-                      "last_input/full/frame1/psnr") if k in results]
+  keys = [k for k in ("moving/frame1/psnr", "last_input/moving/frame1/psnr",
+                      "flow/moving/frame1/psnr", "full/frame1/psnr", "last_input/full/frame1/psnr")
+          if k in results]
   return ", ".join(f"{k}={results[k]:.2f}" for k in keys) or ", ".join(
       f"{k}={v:.4g}" for k, v in list(results.items())[:6])

@@ -1,0 +1,113 @@
+"""`experiments/reproduce.py`: trains the rows of Table 4.4, reuses finished runs, writes results."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import reproduce
+from tests.conftest import REPO
+from tests.conftest import tree_snapshot
+
+_ROWS = "--rows=l1,multimodal_l2"
+
+
+def _run(*args, timeout=900):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run([sys.executable, "-m", "experiments.reproduce", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("reproduce")
+  args = ["--table=4.4", "--budget=tiny", _ROWS, f"--workdir={root / 'runs'}",
+          f"--results_dir={root / 'results'}"]
+  proc = _run(*args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return root, args, proc
+
+
+def test_tiny_reproduction_writes_table_json_and_figures(tiny_run):
+  root, _, proc = tiny_run
+  results = root / "results"
+  markdown = (results / "video_pred.md").read_text()
+  assert "python -m experiments.reproduce --table=4.4 --budget=tiny" in markdown
+  for heading in ("(a) full frame", "(b) moving areas (optical-flow mask)",
+                  "(c) moving areas (exact mask", "Several possible futures"):
+    assert heading in markdown
+  table_b = markdown[markdown.index("(b) moving"):markdown.index("(c) moving")]
+  assert [line.split("|")[1].strip() for line in table_b.splitlines() if line.startswith("| ")
+          and "PSNR" not in line] == ["L1", "Last input", "Optical flow"]
+  payload = json.loads((results / "video_pred.json").read_text())
+  [row] = payload["rows"]
+  [mode_row] = payload["multimodal_rows"]
+  # Every number in the results is the run's own evaluation.
+  with open(os.path.join(row["run_dir"], "eval.json")) as f:
+    assert row["eval"] == json.load(f)
+  assert row["steps"] == 2 and row["eval"]["step"] == 2
+  psnr = row["eval"]["moving/frame1/psnr"]
+  assert f"| L1 | {psnr:.1f} |" in table_b
+  assert 0 <= mode_row["eval"]["modes/mode_coverage"] <= 1
+  assert "modes/mode_distance" in mode_row["eval"]
+  for name in ("video_pred", "video_pred_multimodal"):
+    image = np.asarray(Image.open(results / f"{name}.png"))
+    assert image.ndim == 3 and image.shape[0] > 64 and image.std() > 0
+    with Image.open(results / f"{name}.gif") as gif:
+      assert gif.n_frames == 4 + 2  # the inputs, then two predicted frames
+  assert proc.stdout.count("[1/2]") == 1 and "[2/2]" in proc.stdout
+
+
+def test_rerun_reuses_finished_runs(tiny_run):
+  root, args, _ = tiny_run
+  before = tree_snapshot(root / "runs")
+  proc = _run(*args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count("finished earlier; reusing its evaluation") == 2
+  assert tree_snapshot(root / "runs") == before  # nothing retrained or rewritten
+
+
+def test_run_directory_of_another_config_is_an_error_and_is_left_alone(tiny_run, tmp_path):
+  root, args, _ = tiny_run
+  runs = tmp_path / "runs"
+  os.makedirs(runs / "l1")
+  config = json.loads((root / "runs" / "l1" / "config.json").read_text())
+  config["p"] = 2.0
+  (runs / "l1" / "config.json").write_text(json.dumps(config))
+  before = tree_snapshot(runs)
+  proc = _run("--table=4.4", "--budget=tiny", _ROWS, f"--workdir={runs}",
+              f"--results_dir={tmp_path / 'results'}")
+  assert proc.returncode == 1
+  message = proc.stderr.strip().splitlines()[-1]
+  assert message.startswith("error: workdir:") and "another config" in message
+  assert "p: 2.0 there, 1.0 here" in message
+  assert tree_snapshot(runs) == before and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--table=4.3"], "unknown table '4.3'; valid: ['4.4']"),
+    (["--table=4.4", "--budget=-1"], "budget: '-1' is neither a positive number nor 'tiny'"),
+    (["--table=4.4", "--rows=l3"], "rows: unknown rows ['l3']"),
+    (["--table=4.4", "--rows=multimodal_l2"], "at least one row of the main table"),
+])
+def test_bad_arguments_are_one_line_errors(args, message, tmp_path):
+  proc = _run(*args, f"--workdir={tmp_path / 'runs'}", f"--results_dir={tmp_path / 'results'}")
+  assert proc.returncode == 1, proc.stdout
+  assert message in proc.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_row_configs_scale_steps_and_keep_the_variant():
+  scale = reproduce.parse_budget("0.5")
+  for group in reproduce.TABLES["4.4"]:
+    for row in group:
+      config = reproduce.row_config(row, scale)
+      assert config.total_steps == round(row.steps * 0.5) == 4 * config.eval_every
+      assert config.d_loss_reduction == "sum"
+      assert config.dataset == ("multimodal_photos" if "multimodal" in row.config_arg
+                                else "moving_photos")
