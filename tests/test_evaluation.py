@@ -3,6 +3,7 @@
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -148,3 +149,24 @@ def test_eval_mode_on_a_run_of_another_model_is_a_clear_error(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
   assert "Traceback" not in proc.stderr
+
+
+def test_model2_draws_several_futures_on_multimodal_data(tmp_path, tiny_config):
+  from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
+  config = tiny_config("model2,multimodal")
+  config.num_mode_samples = 3
+  results = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  for prefix in ("", "last_input/", "flow/"):
+    for name in modes.MODE_SCORES:
+      assert np.isfinite(results[f"{prefix}modes/{name}"])
+  # The generator's noise is on when sampling: different keys, different futures; same key, same.
+  task, state, mesh = loop.restore(config, str(tmp_path / "run"))
+  draw = task.predictor(mesh, 1, sample=True)
+  inputs = evaluation.replicate(np.zeros((2, 4, 32, 32, 3), np.float32), mesh)
+  variables = state.generator.variables
+  a, b, c = (np.asarray(draw(variables, inputs, jax.random.PRNGKey(i))) for i in (0, 1, 0))
+  assert np.abs(a - b).max() > 1e-4
+  np.testing.assert_array_equal(a, c)
+  deterministic = np.asarray(task.predictor(mesh, 1)(variables, inputs))
+  np.testing.assert_array_equal(deterministic, np.asarray(task.predictor(mesh, 1)(variables,
+                                                                                   inputs)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import numbers
 from typing import Iterator
 
 import jax
@@ -47,3 +48,37 @@ def make_global_batch(local: dict[str, np.ndarray], sharding: jax.sharding.Shard
   """
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}
+
+
+def check_clip_args(*, seed, batch_size: int, num_input_frames: int, image_size: int,
+                    test_frame_size: int, num_test_clips: int, test_future_frames: int,
+                    sharding, motion_threshold) -> None:
+  """Validates the arguments every embedded video dataset takes; raises a one-line ValueError."""
+  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+    raise ValueError(f'seed={seed!r}: expected an integer.')
+  for name, value in dict(batch_size=batch_size, num_input_frames=num_input_frames,
+                          image_size=image_size, test_frame_size=test_frame_size,
+                          num_test_clips=num_test_clips,
+                          test_future_frames=test_future_frames).items():
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+      raise ValueError(f'{name}={value!r}: expected a positive integer.')
+  if test_frame_size < image_size:
+    raise ValueError(f'test_frame_size={test_frame_size}: expected at least image_size '
+                     f'({image_size}).')
+  if (isinstance(motion_threshold, bool) or not isinstance(motion_threshold, numbers.Real)
+      or not motion_threshold >= 0):
+    raise ValueError(f'motion_threshold={motion_threshold!r}: expected a number >= 0.')
+  if not isinstance(sharding, jax.sharding.Sharding):
+    raise ValueError(f'sharding={sharding!r}: expected a jax.sharding.Sharding.')
+  shape = (batch_size, num_input_frames + 1, image_size, image_size, 3)
+  try:
+    sharding.shard_shape(shape)
+  except ValueError as error:
+    raise ValueError(f'batch_size={batch_size}: the sharding cannot split it ({error}).'
+                     ) from None
+
+
+def check_step(step) -> None:
+  """Raises unless `step` is an integer in [0, 2**32) (the embedded datasets fold it into a key)."""
+  if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < 2**32:
+    raise ValueError(f'step={step!r}: expected an integer in [0, 2**32).')

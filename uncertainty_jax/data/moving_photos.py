@@ -528,25 +528,12 @@ class MovingPhotos(base.VideoDataset):
   def __init__(self, *, seed: int, batch_size: int, num_input_frames: int, image_size: int,
                test_frame_size: int, num_test_clips: int, test_future_frames: int,
                sharding: jax.sharding.Sharding, motion_threshold: float = 0.5):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-      raise ValueError(f'seed={seed!r}: expected an integer.')
-    _check_positive(batch_size=batch_size, num_input_frames=num_input_frames,
-                    image_size=image_size, test_frame_size=test_frame_size,
-                    num_test_clips=num_test_clips, test_future_frames=test_future_frames)
-    if test_frame_size < image_size:
-      raise ValueError(f'test_frame_size={test_frame_size}: expected at least image_size '
-                       f'({image_size}).')
-    if (isinstance(motion_threshold, bool) or not isinstance(motion_threshold, numbers.Real)
-        or not motion_threshold >= 0):
-      raise ValueError(f'motion_threshold={motion_threshold!r}: expected a number >= 0.')
-    if not isinstance(sharding, jax.sharding.Sharding):
-      raise ValueError(f'sharding={sharding!r}: expected a jax.sharding.Sharding.')
+    base.check_clip_args(
+        seed=seed, batch_size=batch_size, num_input_frames=num_input_frames,
+        image_size=image_size, test_frame_size=test_frame_size, num_test_clips=num_test_clips,
+        test_future_frames=test_future_frames, sharding=sharding,
+        motion_threshold=motion_threshold)
     num_frames = num_input_frames + 1
-    try:
-      sharding.shard_shape((batch_size, num_frames, image_size, image_size, 3))
-    except ValueError as error:
-      raise ValueError(f'batch_size={batch_size}: the sharding cannot split it ({error}).'
-                       ) from None
 
     self.batch_size = batch_size
     self.num_input_frames = num_input_frames
@@ -583,9 +570,7 @@ class MovingPhotos(base.VideoDataset):
 
   def train_batch(self, step: int) -> dict[str, jax.Array]:
     """The global batch of `step`: `{'frames': [B, num_input_frames + 1, s, s, 3]}`, sharded."""
-    if (isinstance(step, bool) or not isinstance(step, numbers.Integral)
-        or not 0 <= step < 2**32):
-      raise ValueError(f'step={step!r}: expected an integer in [0, 2**32).')
+    base.check_step(step)
     return self._train_fn(self._photos, np.uint32(step))
 
   def _render_test_set(self) -> dict[str, np.ndarray]:

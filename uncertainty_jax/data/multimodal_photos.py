@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Any, Iterator, Sequence
 
 import jax
@@ -312,27 +311,12 @@ class MultimodalPhotos(base.VideoDataset):
                test_frame_size: int, num_test_clips: int, test_future_frames: int,
                sharding: jax.sharding.Sharding, motion_threshold: float = 0.5,
                mode_probs: Sequence[float] = DEFAULT_MODE_PROBS):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-      raise ValueError(f'seed={seed!r}: expected an integer.')
-    _check_positive(
-        batch_size=batch_size, num_input_frames=num_input_frames, image_size=image_size,
-        test_frame_size=test_frame_size, num_test_clips=num_test_clips,
-        test_future_frames=test_future_frames)
-    if test_frame_size < image_size:
-      raise ValueError(f'test_frame_size={test_frame_size}: expected at least image_size '
-                       f'({image_size}).')
-    if (isinstance(motion_threshold, bool) or not isinstance(motion_threshold, numbers.Real)
-        or not motion_threshold >= 0):
-      raise ValueError(f'motion_threshold={motion_threshold!r}: expected a number >= 0.')
+    base.check_clip_args(
+        seed=seed, batch_size=batch_size, num_input_frames=num_input_frames,
+        image_size=image_size, test_frame_size=test_frame_size, num_test_clips=num_test_clips,
+        test_future_frames=test_future_frames, sharding=sharding,
+        motion_threshold=motion_threshold)
     self.mode_probs = check_mode_probs(mode_probs)
-    if not isinstance(sharding, jax.sharding.Sharding):
-      raise ValueError(f'sharding={sharding!r}: expected a jax.sharding.Sharding.')
-    num_frames = num_input_frames + 1
-    try:
-      sharding.shard_shape((batch_size, num_frames, image_size, image_size, 3))
-    except ValueError as error:
-      raise ValueError(f'batch_size={batch_size}: the sharding cannot split it ({error}).'
-                       ) from None
 
     self.batch_size = batch_size
     self.num_input_frames = num_input_frames
@@ -374,9 +358,7 @@ class MultimodalPhotos(base.VideoDataset):
 
   def train_batch(self, step: int) -> dict[str, jax.Array]:
     """The global batch of `step`: `{'frames': [B, num_input_frames + 1, s, s, 3]}`, sharded."""
-    if (isinstance(step, bool) or not isinstance(step, numbers.Integral)
-        or not 0 <= step < 2**32):
-      raise ValueError(f'step={step!r}: expected an integer in [0, 2**32).')
+    base.check_step(step)
     return self._train_fn(self._photos, np.uint32(step))
 
   def _train_scenes(self, step: int) -> dict[str, np.ndarray]:
