@@ -1,4 +1,5 @@
-"""Losses as pure functions of arrays: reconstruction (Lp, GDL) and adversarial (BCE) losses."""
+"""Losses as pure functions of arrays: reconstruction (Lp, GDL), adversarial (BCE) and energy-based
+(EBGAN margin losses, pulling-away term) losses."""
 
 from uncertainty_jax.losses.adversarial import (
     binary_cross_entropy_with_logits,
@@ -6,13 +7,23 @@ from uncertainty_jax.losses.adversarial import (
     discriminator_bce_loss,
     generator_bce_loss,
 )
+from uncertainty_jax.losses.energy import (
+    autoencoder_energy,
+    ebgan_discriminator_loss,
+    ebgan_generator_loss,
+    pulling_away_term,
+)
 from uncertainty_jax.losses.reconstruction import gradient_difference_loss, lp_loss
 
 __all__ = [
+    'autoencoder_energy',
     'binary_cross_entropy_with_logits',
     'combined_generator_loss',
     'discriminator_bce_loss',
+    'ebgan_discriminator_loss',
+    'ebgan_generator_loss',
     'generator_bce_loss',
     'gradient_difference_loss',
     'lp_loss',
+    'pulling_away_term',
 ]
