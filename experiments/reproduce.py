@@ -83,6 +83,8 @@ TABLE_4_4_MULTIMODAL = (
     Row("multimodal_model2", "Model 2", "model2,multimodal", 400, _MULTIMODAL),
 )
 TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL)}
+# Wall-clock training seconds of a row, in its run directory.
+_SECONDS_FILE = "reproduce_seconds.json"
 # Test clips shown in the figures.
 NUM_FIGURE_CLIPS = 4
 
@@ -158,18 +160,38 @@ def finished_eval(run_dir: str, total_steps: int) -> dict | None:
   return record if record.get("step") == total_steps else None
 
 
+def _training_seconds(run_dir: str) -> float:
+  path = os.path.join(run_dir, _SECONDS_FILE)
+  if not os.path.exists(path):
+    return 0.0
+  with open(path) as f:
+    return float(json.load(f)["seconds"])
+
+
 def train_row(row: Row, config, run_dir: str) -> tuple[dict, float, bool]:
-  """Trains (or reuses) one row; returns its final evaluation, seconds spent, and whether reused."""
+  """Trains (or reuses) one row.
+
+  Returns:
+    Its final evaluation; the wall-clock seconds its training took, summed over the sessions that
+    trained it (kept in the run directory); and whether a finished run was reused.
+  """
   from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
   record = finished_eval(run_dir, config.total_steps)
   if record is not None:
-    return record, 0.0, True
+    return record, _training_seconds(run_dir), True
   start = time.time()
-  loop.train_and_evaluate(config, run_dir)
+  try:
+    loop.train_and_evaluate(config, run_dir)
+  finally:
+    # An interrupted session's time counts too: the run resumes from its checkpoint.
+    if os.path.isdir(run_dir):
+      seconds = _training_seconds(run_dir) + time.time() - start
+      with open(os.path.join(run_dir, _SECONDS_FILE), "w") as f:
+        json.dump({"seconds": seconds}, f)
   record = finished_eval(run_dir, config.total_steps)
   if record is None:
     raise RuntimeError(f"{run_dir}: training finished without a final evaluation")
-  return record, time.time() - start, False
+  return record, _training_seconds(run_dir), False
 
 
 def predict_figure_clips(config, run_dir: str, num_clips: int):

@@ -50,7 +50,7 @@ def test_tiny_reproduction_writes_table_json_and_figures(tiny_run):
   # Every number in the results is the run's own evaluation.
   with open(os.path.join(row["run_dir"], "eval.json")) as f:
     assert row["eval"] == json.load(f)
-  assert row["steps"] == 2 and row["eval"]["step"] == 2
+  assert row["steps"] == 2 and row["eval"]["step"] == 2 and row["seconds"] > 0
   psnr = row["eval"]["moving/frame1/psnr"]
   assert f"| L1 | {psnr:.1f} |" in table_b
   assert 0 <= mode_row["eval"]["modes/mode_coverage"] <= 1
@@ -66,10 +66,14 @@ def test_tiny_reproduction_writes_table_json_and_figures(tiny_run):
 def test_rerun_reuses_finished_runs(tiny_run):
   root, args, _ = tiny_run
   before = tree_snapshot(root / "runs")
+  first = json.loads((root / "results" / "video_pred.json").read_text())
   proc = _run(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.count("finished earlier; reusing its evaluation") == 2
   assert tree_snapshot(root / "runs") == before  # nothing retrained or rewritten
+  again = json.loads((root / "results" / "video_pred.json").read_text())
+  # The reused rows keep the numbers and the training time of the session that trained them.
+  assert again["rows"] == first["rows"] and again["multimodal_rows"] == first["multimodal_rows"]
 
 
 def test_run_directory_of_another_config_is_an_error_and_is_left_alone(tiny_run, tmp_path):

@@ -104,7 +104,7 @@ def reference_predictions(inputs: np.ndarray, num_frames: int) -> dict[str, np.n
   return refs
 
 
-def test_masks(frames: np.ndarray, batch: dict, *, num_input_frames: int, num_frames: int,
+def frame_masks(frames: np.ndarray, batch: dict, *, num_input_frames: int, num_frames: int,
                flow_threshold: float) -> list[dict[str, np.ndarray]]:
   """The masks of each predicted frame: `[{region: [B, H, W] bool}]`, one dict per frame.
 
@@ -182,7 +182,7 @@ def evaluate(predict: Callable[[jax.Array], jax.Array], batches: Iterable[dict],
         else:
           draws = preds[:, :1]
         drawn.setdefault(prefix, []).append(draws)
-    masks = test_masks(frames, batch, num_input_frames=m, num_frames=num_frames,
+    masks = frame_masks(frames, batch, num_input_frames=m, num_frames=num_frames,
                        flow_threshold=flow_threshold)
     for k in range(num_frames):
       target = frames[:, m + k]
