@@ -17,9 +17,14 @@ from absl import flags
 from uncertainty_jax.evaluation import tables
 from uncertainty_jax.training import writers
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.")
-_STEP = flags.DEFINE_integer("step", None, "Which evaluation (default: the latest).")
-flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so that importing this module defines none."""
+  flags.DEFINE_string("workdir", None, "A training run's directory.")
+  flags.DEFINE_integer("step", None, "Which evaluation (default: the latest).")
+  flags.mark_flag_as_required("workdir")
 
 
 def report(record: dict) -> str:
@@ -37,16 +42,17 @@ def report(record: dict) -> str:
 
 def main(argv) -> int:
   del argv
-  evals = [r for r in writers.read_metrics(_WORKDIR.value) if "eval/full/frame1/psnr" in r]
-  if _STEP.value is not None:
-    evals = [r for r in evals if r["step"] == _STEP.value]
+  evals = [r for r in writers.read_metrics(FLAGS.workdir) if "eval/full/frame1/psnr" in r]
+  if FLAGS.step is not None:
+    evals = [r for r in evals if r["step"] == FLAGS.step]
   if not evals:
-    print(f"error: no evaluation{'' if _STEP.value is None else f' at step {_STEP.value}'} in "
-          f"{_WORKDIR.value}/metrics.jsonl", file=sys.stderr)
+    print(f"error: no evaluation{'' if FLAGS.step is None else f' at step {FLAGS.step}'} in "
+          f"{FLAGS.workdir}/metrics.jsonl", file=sys.stderr)
     return 1
   print(report(evals[-1]))
   return 0
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -29,14 +29,19 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_TABLE = flags.DEFINE_string("table", None, "Which table: 4.4.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/reproduce", "One run directory per row goes here.")
-_RESULTS_DIR = flags.DEFINE_string("results_dir", "results", "Where the table and figures go.")
-_ROWS = flags.DEFINE_list("rows", None, "Only these rows (run directory names, e.g. l1,model1); "
-                          "default: all. The results then hold just these rows.")
-_BUDGET = flags.DEFINE_string("budget", "1", "A positive number scaling every row's training "
-                              "steps, or 'tiny' (each row trains 2 steps of a tiny model).")
-flags.mark_flag_as_required("table")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so that importing this module defines none."""
+  flags.DEFINE_string("table", None, "Which table: 4.4.")
+  flags.DEFINE_string("workdir", "runs/reproduce", "One run directory per row goes here.")
+  flags.DEFINE_string("results_dir", "results", "Where the table and figures go.")
+  flags.DEFINE_list("rows", None, "Only these rows (run directory names, e.g. l1,model1); "
+                    "default: all. The results then hold just these rows.")
+  flags.DEFINE_string("budget", "1", "A positive number scaling every row's training steps, or "
+                      "'tiny' (each row trains 2 steps of a tiny model).")
+  flags.mark_flag_as_required("table")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,15 +370,16 @@ def main(argv) -> int:
       a for a in sys.argv[1:] if not a.startswith("--workdir") and not a.startswith(
           "--results_dir"))
   try:
-    markdown = reproduce(_TABLE.value, _WORKDIR.value, _RESULTS_DIR.value, _BUDGET.value,
-                         command.strip(), _ROWS.value)
+    markdown = reproduce(FLAGS.table, FLAGS.workdir, FLAGS.results_dir, FLAGS.budget,
+                         command.strip(), FLAGS.rows)
   except (ReproduceError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(markdown)
-  print(f"wrote {os.path.join(_RESULTS_DIR.value, 'video_pred.md')}, video_pred.json and figures")
+  print(f"wrote {os.path.join(FLAGS.results_dir, 'video_pred.md')}, video_pred.json and figures")
   return 0
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
