@@ -29,6 +29,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from uncertainty_jax.training import writers
+
 FLAGS = flags.FLAGS
 
 
@@ -161,7 +163,7 @@ def finished_eval(run_dir: str, total_steps: int) -> dict | None:
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    record = json.load(f)
+    record = writers.from_json_safe(json.load(f))
   return record if record.get("step") == total_steps else None
 
 
@@ -229,8 +231,7 @@ def _machine() -> str:
 
 
 def _mode_table(rows: list[tuple[str, dict]]) -> str:
-  columns = (("moving/frame1/psnr", "PSNR moving (1st)", 1),
-             ("modes/mode_distance", "distance to nearest mode", 3),
+  columns = (("modes/mode_distance", "distance to nearest mode", 3),
              ("modes/blur_distance", "distance of the mean prediction", 3),
              ("modes/mode_coverage", "modes covered", 2),
              ("modes/mode_divergence", "JS divergence of mode frequencies", 3))
@@ -283,7 +284,7 @@ def write_results(results_dir: str, *, command: str, machine: str, scale: float 
   payload = {"table": "4.4", "command": command, "machine": machine, "budget": budget,
              "rows": main_rows, "multimodal_rows": mode_rows}
   with open(os.path.join(results_dir, "video_pred.json"), "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
+    json.dump(writers.to_json_safe(payload), f, indent=2, sort_keys=True, allow_nan=False)
     f.write("\n")
   return markdown
 

@@ -16,6 +16,13 @@ from tests.conftest import tree_snapshot
 _ROWS = "--rows=l1,multimodal_l2"
 
 
+def _strict_json(text):
+  """Parses JSON, refusing the non-standard NaN and Infinity literals."""
+  def refuse(name):
+    raise ValueError(f"non-standard JSON literal {name}")
+  return json.loads(text, parse_constant=refuse)
+
+
 def _run(*args, timeout=900):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
@@ -44,12 +51,12 @@ def test_tiny_reproduction_writes_table_json_and_figures(tiny_run):
   table_b = markdown[markdown.index("(b) moving"):markdown.index("(c) moving")]
   assert [line.split("|")[1].strip() for line in table_b.splitlines() if line.startswith("| ")
           and "PSNR" not in line] == ["L1", "Last input", "Optical flow"]
-  payload = json.loads((results / "video_pred.json").read_text())
+  payload = _strict_json((results / "video_pred.json").read_text())
   [row] = payload["rows"]
   [mode_row] = payload["multimodal_rows"]
   # Every number in the results is the run's own evaluation.
   with open(os.path.join(row["run_dir"], "eval.json")) as f:
-    assert row["eval"] == json.load(f)
+    assert row["eval"] == _strict_json(f.read())
   assert row["steps"] == 2 and row["eval"]["step"] == 2 and row["seconds"] > 0
   psnr = row["eval"]["moving/frame1/psnr"]
   assert f"| L1 | {psnr:.1f} |" in table_b

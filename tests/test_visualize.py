@@ -443,3 +443,13 @@ class TestComparisonSaving:
       for k, frame in enumerate(frames):
         im.seek(k)
         np.testing.assert_array_equal(np.asarray(im.convert('RGB')), frame)
+
+
+def test_saved_images_have_the_usual_permissions(tmp_path):
+  umask = os.umask(0o022)
+  try:
+    path = tmp_path / 'x.png'
+    visualize.save_png(path, np.zeros((4, 4, 3), np.uint8))
+    assert (os.stat(path).st_mode & 0o777) == 0o644
+  finally:
+    os.umask(umask)

@@ -313,3 +313,12 @@ class TestProgressLine:
       progress.update(1)
     with pytest.raises(ValueError, match='step=2.5'):
       progress.update(2.5)
+
+
+def test_json_safe_round_trip_keeps_non_finite_values():
+  obj = {"a": math.inf, "b": [1.5, -math.inf, {"c": math.nan}], "d": "text", "e": 3}
+  safe = writers.to_json_safe(obj)
+  text = json.dumps(safe, allow_nan=False)  # strict JSON
+  back = writers.from_json_safe(json.loads(text))
+  assert back["a"] == math.inf and back["b"][1] == -math.inf and math.isnan(back["b"][2]["c"])
+  assert back["b"][0] == 1.5 and back["d"] == "text" and back["e"] == 3

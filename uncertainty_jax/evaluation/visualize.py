@@ -393,6 +393,10 @@ def _write_atomically(path: str | os.PathLike, write: Callable[[object], None]) 
       write(f)
       f.flush()
       os.fsync(f.fileno())
+    # mkstemp creates the file readable by its owner only; give it the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     os.replace(tmp_path, path)
   except BaseException:
     if os.path.exists(tmp_path):

@@ -78,9 +78,10 @@ def prepare_workdir(workdir: str) -> str:
 
 
 def _write_json(path: str, obj: Any) -> None:
+  """Writes `obj` atomically as strict JSON, non-finite floats spelled as in `metrics.jsonl`."""
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
+    json.dump(writers_lib.to_json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
     f.write("\n")
   os.replace(tmp, path)
 

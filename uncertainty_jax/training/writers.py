@@ -56,6 +56,27 @@ def _encode_json_value(value: int | float) -> int | float | str:
   return value
 
 
+def to_json_safe(obj: Any) -> Any:
+  """`obj` with every non-finite float spelled as in `metrics.jsonl` (`"nan"`, `"inf"`, `"-inf"`).
+
+  Dicts, lists and tuples are walked; the result is valid strict JSON where `obj` holds numbers.
+  """
+  if isinstance(obj, dict):
+    return {k: to_json_safe(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_json_safe(v) for v in obj]
+  return _encode_json_value(obj)
+
+
+def from_json_safe(obj: Any) -> Any:
+  """The inverse of `to_json_safe`: `"nan"`, `"inf"` and `"-inf"` become floats again."""
+  if isinstance(obj, dict):
+    return {k: from_json_safe(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [from_json_safe(v) for v in obj]
+  return _decode_json_value(obj)
+
+
 def _decode_json_value(value: Any) -> Any:
   if isinstance(value, str) and value in _STR_TO_NON_FINITE:
     return _STR_TO_NON_FINITE[value]
