@@ -30,8 +30,7 @@ def define_flags() -> None:
 def report(record: dict) -> str:
   """The tables of one `metrics.jsonl` evaluation record (keys `eval/...`)."""
   scores = tables.strip_prefix(record, "eval/")
-  rows = [("Model", scores)] + [(label, tables.strip_prefix(scores, prefix))
-                                for prefix, label in tables.REFERENCES]
+  rows = [("Model", scores)] + tables.reference_rows(scores)
   rows = [(label, r) for label, r in rows if tables.has_region([r], "full")]
   parts = [f"Step {record['step']}, {int(scores.get('num_clips', 0))} test clips."]
   for region, title in tables.REGIONS.items():

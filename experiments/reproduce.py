@@ -202,18 +202,12 @@ def train_row(row: Row, config, run_dir: str) -> tuple[dict, float, bool]:
 
 
 def predict_figure_clips(config, run_dir: str, num_clips: int):
-  """The first test clips of the row's data and its 1st/2nd predictions (Model 2: one draw)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from uncertainty_jax.evaluation import video_pred as evaluation  # pylint: disable=g-import-not-at-top
+  """The first test clips of the row's data and its 1st/2nd predictions (Model 2: no noise)."""
   from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
   from uncertainty_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   task, state, mesh = loop.restore(config, run_dir)
   dataset = task.make_dataset(sharding_lib.batch_sharding(mesh))
-  frames = next(iter(dataset.test_batches(num_clips)))["frames"][:num_clips]
-  m = config.num_input_frames
-  inputs = evaluation.replicate(frames[:, :m], mesh)
-  preds = np.asarray(task.predictor(mesh, 2)(state.generator.variables, inputs))
-  return frames, preds
+  return task.predict_test_clips(state, dataset, mesh, num_clips, num_frames=2)
 
 
 def _machine() -> str:
@@ -248,8 +242,7 @@ def write_results(results_dir: str, *, command: str, machine: str, scale: float 
   """Writes `video_pred.md` and `video_pred.json`; returns the Markdown."""
   from uncertainty_jax.evaluation import tables  # pylint: disable=g-import-not-at-top
   refs = main_rows[0]["eval"]
-  table_rows = [(r["label"], r["eval"]) for r in main_rows] + [
-      (label, tables.strip_prefix(refs, prefix)) for prefix, label in tables.REFERENCES]
+  table_rows = [(r["label"], r["eval"]) for r in main_rows] + tables.reference_rows(refs)
   budget = "tiny" if scale is None else f"{scale:g}"
   clips = int(refs.get("num_clips", 0))
   parts = [
@@ -268,8 +261,7 @@ def write_results(results_dir: str, *, command: str, machine: str, scale: float 
                    + tables.metrics_table(table_rows, region))
   if mode_rows:
     mrefs = mode_rows[0]["eval"]
-    rows = [(r["label"], r["eval"]) for r in mode_rows] + [
-        (label, tables.strip_prefix(mrefs, prefix)) for prefix, label in tables.REFERENCES]
+    rows = [(r["label"], r["eval"]) for r in mode_rows] + tables.reference_rows(mrefs)
     parts.append(
         "## Several possible futures (`multimodal_photos`)\n\n"
         "Each test input has every possible next frame rendered; distances are per-pixel RMSE "

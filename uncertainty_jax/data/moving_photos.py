@@ -510,6 +510,25 @@ def _replicated(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
+def _render_in_chunks(render, photos: jax.Array, num_clips: int) -> dict[str, Any]:
+  """Test clips `0..num_clips-1` from `render(indices [c], photos) -> {name: [c, ...]}`.
+
+  Clips are rendered `_TEST_CHUNK` at a time, which bounds device memory for large frames; equal
+  chunks compile once, and the last chunk's clips past the end are dropped. Returns the same
+  (possibly nested) dict of read-only host arrays, `[num_clips, ...]` each.
+  """
+  chunk = min(_TEST_CHUNK, num_clips)
+  parts = [jax.device_get(render(jnp.arange(start, start + chunk), photos))
+           for start in range(0, num_clips, chunk)]
+
+  def join(*arrays):
+    array = np.concatenate(arrays)[:num_clips]
+    array.setflags(write=False)
+    return array
+
+  return jax.tree.map(join, *parts)
+
+
 def _train_at_step(make_batch, train_key: jax.Array, photos: jax.Array, step: jax.Array
                    ) -> dict[str, jax.Array]:
   return make_batch(jax.random.fold_in(train_key, step), photos)
@@ -579,18 +598,9 @@ class MovingPhotos(base.VideoDataset):
         num_frames=self.num_input_frames + self.test_future_frames,
         frame_size=self.test_frame_size, motion_threshold=self.motion_threshold,
         spec=SceneSpec()))
-    photos = jnp.asarray(load_photos(self.photo_size))
-    chunk = min(_TEST_CHUNK, self.num_test_clips)
-    parts = []
-    for start in range(0, self.num_test_clips, chunk):
-      # Equal chunks compile once; the last one's clips past the end are dropped.
-      parts.append(jax.device_get(render(jnp.arange(start, start + chunk), photos)))
-    test_set = {}
-    for name in ('frames', 'flow', 'motion_mask'):
-      array = np.concatenate([part[name] for part in parts])[:self.num_test_clips]
-      array.setflags(write=False)
-      test_set[name] = array
-    return test_set
+    rendered = _render_in_chunks(render, jnp.asarray(load_photos(self.photo_size)),
+                                 self.num_test_clips)
+    return {name: rendered[name] for name in ('frames', 'flow', 'motion_mask')}
 
   def test_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Yields the fixed test set in order, rendering it on first use.

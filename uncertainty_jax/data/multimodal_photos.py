@@ -40,10 +40,12 @@ from uncertainty_jax.data.moving_photos import _MARGIN
 from uncertainty_jax.data.moving_photos import _NUM_SHAPES
 from uncertainty_jax.data.moving_photos import _Uniforms
 from uncertainty_jax.data.moving_photos import _check_positive
+from uncertainty_jax.data.moving_photos import _render_in_chunks
 from uncertainty_jax.data.moving_photos import _example_keys
 from uncertainty_jax.data.moving_photos import _replicated
 from uncertainty_jax.data.moving_photos import _sample_window
 from uncertainty_jax.data.moving_photos import _signed_distance
+from uncertainty_jax.data.moving_photos import _train_at_step
 
 CONTINUATIONS = ('keep_going', 'turn_left', 'turn_right', 'stop')
 KEEP_GOING, TURN_LEFT, TURN_RIGHT, STOP = range(len(CONTINUATIONS))
@@ -52,8 +54,6 @@ DEFAULT_MODE_PROBS = (0.4, 0.2, 0.2, 0.2)
 OBJECT_SIZE = (0.25, 0.4)
 # The object's speed before (and, unless it stops, after) the branch, pixels per frame.
 OBJECT_SPEED = (2.0, 4.0)
-# Test clips rendered per compiled call: bounds device memory for large test frames.
-_TEST_CHUNK = 16
 # Tolerance on the sum of `mode_probs`.
 _PROB_TOLERANCE = 1e-6
 
@@ -291,11 +291,6 @@ def _render_test_chunk(key: jax.Array, indices: jax.Array, photos: jax.Array, *,
           'mode': mode, 'scenes': scenes}
 
 
-def _train_at_step(make_batch, train_key: jax.Array, photos: jax.Array, step: jax.Array
-                   ) -> dict[str, jax.Array]:
-  return make_batch(jax.random.fold_in(train_key, step), photos)
-
-
 class MultimodalPhotos(base.VideoDataset):
   """One photographed object over a still photograph, whose motion branches at the first
   predicted frame.
@@ -375,22 +370,11 @@ class MultimodalPhotos(base.VideoDataset):
         num_frames=self.num_input_frames + self.test_future_frames,
         frame_size=self.test_frame_size, object_scale=self.image_size,
         motion_threshold=self.motion_threshold, thresholds=self._thresholds))
-    photos = jnp.asarray(mp.load_photos(self.photo_size))
-    chunk = min(_TEST_CHUNK, self.num_test_clips)
-    parts = []
-    for start in range(0, self.num_test_clips, chunk):
-      # Equal chunks compile once; the last one's clips past the end are dropped.
-      parts.append(jax.device_get(render(jnp.arange(start, start + chunk), photos)))
-
-    def join(arrays):
-      array = np.concatenate(arrays)[:self.num_test_clips]
-      array.setflags(write=False)
-      return array
-
-    self._test_set = {name: join([part[name] for part in parts])
-                      for name in ('frames', 'motion_mask', 'futures', 'mode')}
-    self._test_scenes = {name: join([part['scenes'][name] for part in parts])
-                         for name in parts[0]['scenes']}
+    rendered = _render_in_chunks(render, jnp.asarray(mp.load_photos(self.photo_size)),
+                                 self.num_test_clips)
+    scenes = rendered.pop('scenes')
+    self._test_set = {name: rendered[name] for name in ('frames', 'motion_mask', 'futures', 'mode')}
+    self._test_scenes = scenes
 
   def test_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Yields the fixed test set in order, rendering it on first use.

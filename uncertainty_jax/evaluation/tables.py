@@ -22,6 +22,11 @@ def strip_prefix(record: Mapping[str, float], prefix: str) -> dict[str, float]:
   return {key[len(prefix):]: value for key, value in record.items() if key.startswith(prefix)}
 
 
+def reference_rows(record: Mapping[str, float]) -> list[tuple[str, dict[str, float]]]:
+  """`(label, record)` rows of the reference predictors scored in an evaluation `record`."""
+  return [(label, strip_prefix(record, prefix)) for prefix, label in REFERENCES]
+
+
 def has_region(records: Sequence[Mapping[str, float]], region: str) -> bool:
   return any(f"{region}/frame1/psnr" in record for record in records)
 

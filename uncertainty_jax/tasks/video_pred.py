@@ -238,14 +238,24 @@ class VideoPredictionTask(Task):
         mode_probs=getattr(dataset, "mode_probs", None), sample=sample,
         num_samples=c.num_mode_samples)
 
+  def predict_test_clips(self, state, dataset, mesh, num_clips: int,
+                         num_frames: int | None = None):
+    """The first `num_clips` test clips and the generator's recursive predictions for them.
+
+    Returns:
+      `(frames [b, T, H, W, C], predictions [b, n, H, W, C])` on the host, with `n = num_frames`
+      or, by default, every frame of the clip after the inputs.
+    """
+    frames = next(iter(dataset.test_batches(num_clips)))["frames"][:num_clips]
+    m = self.config.num_input_frames
+    n = frames.shape[1] - m if num_frames is None else num_frames
+    inputs = evaluation.replicate(frames[:, :m], mesh)
+    return frames, np.asarray(self.predictor(mesh, n)(state.generator.variables, inputs))
+
   def write_samples(self, state, dataset, mesh, sample_dir, step, writer):
     c = self.config
-    batch = next(iter(dataset.test_batches(c.num_sample_clips)))
-    frames = batch["frames"][: c.num_sample_clips]
+    frames, preds = self.predict_test_clips(state, dataset, mesh, c.num_sample_clips)
     m = c.num_input_frames
-    n = frames.shape[1] - m
-    inputs = evaluation.replicate(frames[:, :m], mesh)
-    preds = np.asarray(self.predictor(mesh, n)(state.generator.variables, inputs))
     if jax.process_index() != 0:
       return
     grid = visualize.prediction_grid(frames[:, :m], preds, frames[:, m:])

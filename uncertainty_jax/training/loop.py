@@ -86,6 +86,14 @@ def _write_json(path: str, obj: Any) -> None:
   os.replace(tmp, path)
 
 
+def _record_eval(workdir: str, writer: writers_lib.MetricWriter, step: int,
+                 results: dict[str, float]) -> None:
+  """An evaluation as `eval/...` metrics and, from the chief, as `eval.json` (the latest one)."""
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+  if writer.is_chief:
+    _write_json(os.path.join(workdir, "eval.json"), {"step": step, **results})
+
+
 def _setup(config, workdir: str):
   """Everything a run needs before its first step; raises before writing anything on bad input."""
   budget = resolve_budget(config)
@@ -180,9 +188,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if done % config.eval_every == 0 or done == total:
         t0 = time.time()
         last_eval = task.evaluate(state, dataset, mesh)
-        writer.write_scalars(done, {f"eval/{k}": v for k, v in last_eval.items()})
-        if is_chief:
-          _write_json(os.path.join(workdir, "eval.json"), {"step": done, **last_eval})
+        _record_eval(workdir, writer, done, last_eval)
         # Every process runs the sample predictions (a global computation); the chief writes them.
         task.write_samples(state, dataset, mesh, sample_dir, done, writer)
         writer.flush()
@@ -213,18 +219,13 @@ def restore(config, workdir: str):
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   """Evaluates the latest checkpoint in `workdir`; writes `eval.json` and a `metrics.jsonl` line."""
-  task, mesh, workdir, _ = _setup(config, workdir)
-  state, _, checkpointer = _init_or_restore(task, mesh, config, workdir, require_checkpoint=True)
+  task, state, mesh = restore(config, workdir)
   dataset = task.make_dataset(sharding_lib.batch_sharding(mesh))
   step = int(jax.device_get(state.step))
-  try:
-    results = task.evaluate(state, dataset, mesh)
-  finally:
-    checkpointer.close()
+  results = task.evaluate(state, dataset, mesh)
   if jax.process_index() == 0:
-    _write_json(os.path.join(workdir, "eval.json"), {"step": step, **results})
     with writers_lib.MetricWriter(workdir) as writer:
-      writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+      _record_eval(workdir, writer, step, results)
   logging.info("step %d eval: %s", step, _summary(results))
   return {"step": step, **results}
 
