@@ -13,13 +13,14 @@ every process runs the same command and reads its share of the data.
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from experiments import cli
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file, e.g. "
@@ -67,35 +68,9 @@ def main(argv) -> int:
   return 0
 
 
-def _one_line(e: BaseException) -> str:
-  """The message of a flag-parsing error, without the config file's embedded traceback."""
-  lines = [line.strip() for line in str(e).replace("\\n", "\n").splitlines() if line.strip()]
-  for line in reversed(lines):
-    match = re.match(r"^\w*(?:Error|Exception): (.*)$", line)
-    if match:
-      return match.group(1)
-  return " ".join(line.strip("'\"") for line in lines) or type(e).__name__
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad config, variant or override exits with a one-line error."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {_one_line(e)}", file=sys.stderr)
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # A misspelled `--config.FIELD=...`: the locked config refuses the unknown field.
-    overrides = " ".join(a.split("=")[0] for a in argv if a.startswith("--config."))
-    hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(e))
-    detail = (f'no config field "{hint.group(2)}"; did you mean "{hint.group(1)}"?' if hint else
-              f"no such config field or a value of the wrong type ({_one_line(e)})")
-    print(f"error: config override {overrides}: {detail}", file=sys.stderr)
-  sys.exit(1)
-
-
 def run() -> None:
   """Entry point."""
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Datasets: embedded generators that need no download, and TensorFlow Datasets loaders.
 
-`get_video_dataset(config, sharding)` resolves `config.dataset` through `VIDEO_DATASETS`. TFDS-backed
-datasets import TensorFlow only when chosen.
+`get_video_dataset(config, sharding)` resolves `config.dataset` through `VIDEO_DATASETS`, and
+`get_image_dataset(config, sharding)` through `IMAGE_DATASETS`. TFDS-backed datasets import
+TensorFlow only when chosen.
 """
 
 from __future__ import annotations
@@ -35,5 +36,44 @@ def get_video_dataset(config, sharding) -> VideoDataset:
   return target(config, sharding)
 
 
-__all__ = ["VIDEO_DATASETS", "VideoDataset", "check_video_dataset_name", "get_video_dataset",
+# name -> (module, dotted name of a factory taking (config, sharding)); see data/images.py.
+IMAGE_DATASETS = {
+    "digits": ("uncertainty_jax.data.images", "Digits.from_config"),
+    "mnist": ("uncertainty_jax.data.images", "Mnist.from_config"),
+    "photo_patches": ("uncertainty_jax.data.images", "PhotoPatches.from_config"),
+    "celeb_a": ("uncertainty_jax.data.images", "CelebA.from_config"),
+    "lsun_bedroom": ("uncertainty_jax.data.images", "LsunBedroom.from_config"),
+    "toy2d": ("uncertainty_jax.data.toy2d", "Toy2D.from_config"),
+}
+
+
+def check_image_dataset_name(name: str) -> None:
+  if name not in IMAGE_DATASETS:
+    raise ValueError(f"dataset: unknown dataset {name!r}; valid: {sorted(IMAGE_DATASETS)}")
+
+
+def image_sample_shape(config) -> tuple[int, ...]:
+  """The shape of one example of `config.dataset`, known before the dataset is built."""
+  check_image_dataset_name(config.dataset)
+  if config.dataset == "toy2d":
+    return (2,)
+  if config.dataset in ("digits", "mnist"):
+    module, factory = IMAGE_DATASETS[config.dataset]
+    return tuple(getattr(importlib.import_module(module), factory.split(".")[0]).sample_shape)
+  size = config.get("image_size", 64)
+  return (size, size, 3)
+
+
+def get_image_dataset(config, sharding):
+  """Builds the `images.ImageDataset` named by `config.dataset`, batches sharded with `sharding`."""
+  check_image_dataset_name(config.dataset)
+  module, factory = IMAGE_DATASETS[config.dataset]
+  target = importlib.import_module(module)
+  for name in factory.split("."):
+    target = getattr(target, name)
+  return target(config, sharding)
+
+
+__all__ = ["IMAGE_DATASETS", "VIDEO_DATASETS", "VideoDataset", "check_image_dataset_name",
+           "check_video_dataset_name", "get_image_dataset", "image_sample_shape", "get_video_dataset",
            "make_global_batch"]

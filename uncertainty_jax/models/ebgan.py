@@ -94,6 +94,18 @@ def _leaky_relu(x: jnp.ndarray) -> jnp.ndarray:
   return nn.leaky_relu(x, LEAKY_SLOPE)
 
 
+def _dropout(module: nn.Module, x: jnp.ndarray, rate: Any, train: bool) -> jnp.ndarray:
+  """Inverted dropout at `rate` (a Python number or a traced scalar), active only in training.
+
+  `nn.Dropout` takes its rate as a static attribute; this one may vary per member of a `vmap`.
+  """
+  if not train or (isinstance(rate, (int, float)) and rate == 0):
+    return x
+  keep = 1.0 - jnp.asarray(rate, x.dtype)
+  mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f"{name}: {value!r} is not an integer >= {minimum}")
@@ -155,6 +167,7 @@ class FCGenerator(nn.Module):
     out_shape: the shape of one sample, e.g. `(28, 28, 1)`.
     batch_norm: batch norm after every hidden layer (the EBGAN paper's setting); not searched.
     init_std: standard deviation of the N(0, std^2) weights.
+    output: 'tanh' (images in [-1, 1]) or 'linear' (unbounded samples, e.g. 2-D points).
   """
 
   num_layers: int
@@ -162,12 +175,15 @@ class FCGenerator(nn.Module):
   out_shape: tuple[int, ...]
   batch_norm: bool = True
   init_std: float = GENERATOR_INIT_STD
+  output: str = "tanh"
 
   def __post_init__(self):
     _check_int("num_layers", self.num_layers, 2)
     _check_int("hidden", self.hidden, 1)
     _check_features("out_shape", self.out_shape)
     _check_std(self.init_std)
+    if self.output not in ("tanh", "linear"):
+      raise ValueError(f"output: {self.output!r} is not 'tanh' or 'linear'")
     super().__post_init__()
 
   @nn.compact
@@ -179,7 +195,7 @@ class FCGenerator(nn.Module):
       train: batch norm uses (and updates) batch statistics; make 'batch_stats' mutable.
 
     Returns:
-      `[B, *out_shape]` samples in [-1, 1].
+      `[B, *out_shape]` samples, in [-1, 1] with the tanh output.
     """
     _check_latent(z)
     init = _normal_init(self.init_std)
@@ -190,7 +206,9 @@ class FCGenerator(nn.Module):
         x = _batch_norm(train)(x)
       x = nn.relu(x)
     x = nn.Dense(math.prod(self.out_shape), kernel_init=init)(x)
-    return jnp.tanh(x).reshape(z.shape[0], *self.out_shape)
+    if self.output == "tanh":
+      x = jnp.tanh(x)
+    return x.reshape(z.shape[0], *self.out_shape)
 
 
 class FCAutoEncoder(nn.Module):
@@ -228,13 +246,16 @@ class FCAutoEncoder(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(self, x: jnp.ndarray, train: bool = False, dropout_rate: Any = None
+               ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Reconstructs `x`.
 
     Args:
       x: `[B, *shape]` inputs, e.g. `[B, 28, 28, 1]` images in [-1, 1].
       train: batch norm uses (and updates) batch statistics, and dropout is on (needs a 'dropout'
         rng); make 'batch_stats' mutable.
+      dropout_rate: overrides `dropout` for this call; may be a traced scalar in [0, 1), so that
+        models differing only in their rate train together under `jax.vmap`.
 
     Returns:
       reconstruction `[B, *shape]` (unbounded) and code `[B, hidden]`, the encoder's output.
@@ -252,10 +273,66 @@ class FCAutoEncoder(nn.Module):
       h = nn.relu(h)
       if i == (self.num_layers + 1) // 2 - 1:
         code = h
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = _dropout(self, h, self.dropout if dropout_rate is None else dropout_rate, train)
     reconstruction = nn.Dense(math.prod(shape), kernel_init=init)(h)
     return reconstruction.reshape(batch, *shape), code
+
+
+class FCDiscriminator(nn.Module):
+  """The fully connected discriminator of the GAN baseline in the MNIST grid search (6.3.1).
+
+  The binary classifier counterpart of `FCAutoEncoder`, with the same searched settings: nLayerD
+  Dense layers in all, every layer but the last `hidden` units wide with leaky ReLU (DCGAN's
+  discriminator non-linearity), batch norm after the hidden layers but the first, optional dropout
+  after every hidden activation; the last layer gives one logit.
+
+  Attributes:
+    num_layers: nLayerD, >= 2.
+    hidden: sizeD.
+    dropout: dropout rate in [0, 1); active only in training, with a 'dropout' rng.
+    batch_norm: batch norm after the hidden layers but the first.
+    init_std: standard deviation of the N(0, std^2) weights (as the auto-encoder's).
+  """
+
+  num_layers: int
+  hidden: int
+  dropout: float = 0.0
+  batch_norm: bool = True
+  init_std: float = FC_DISCRIMINATOR_INIT_STD
+
+  def __post_init__(self):
+    _check_int("num_layers", self.num_layers, 2)
+    _check_int("hidden", self.hidden, 1)
+    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
+        0.0 <= self.dropout < 1.0):
+      raise ValueError(f"dropout: {self.dropout!r} is not a rate in [0, 1)")
+    _check_std(self.init_std)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False, dropout_rate: Any = None
+               ) -> jnp.ndarray:
+    """Scores samples.
+
+    Args:
+      x: `[B, *shape]` samples.
+      train: batch norm uses (and updates) batch statistics and dropout is on.
+      dropout_rate: overrides `dropout` for this call (may be traced, as in `FCAutoEncoder`).
+
+    Returns:
+      `[B]` logits; sigmoid(logit) is the probability that the sample is real.
+    """
+    if x.ndim < 2:
+      raise ValueError(f"x: shape {x.shape} is not [B, ...]")
+    init = _normal_init(self.init_std)
+    h = x.reshape(x.shape[0], -1)
+    for i in range(self.num_layers - 1):
+      h = nn.Dense(self.hidden, use_bias=not (self.batch_norm and i > 0), kernel_init=init)(h)
+      if self.batch_norm and i > 0:
+        h = _batch_norm(train)(h)
+      h = _leaky_relu(h)
+      h = _dropout(self, h, self.dropout if dropout_rate is None else dropout_rate, train)
+    return nn.Dense(1, kernel_init=init)(h)[:, 0]
 
 
 class DCGANGenerator(nn.Module):

@@ -9,6 +9,7 @@ from uncertainty_jax.tasks.base import Task
 # name -> (module, class).
 TASKS = {
     "video_pred": ("uncertainty_jax.tasks.video_pred", "VideoPredictionTask"),
+    "ebgan": ("uncertainty_jax.tasks.ebgan", "EBGANTask"),
 }
 
 

@@ -22,6 +22,10 @@ class Task(abc.ABC):
   def __init__(self, config):
     self.config = config
 
+  def prepare(self, workdir: str) -> None:
+    """Loads (or builds and saves under `workdir`) what evaluation needs besides the state, e.g. a
+    pretrained classifier; called once before training or evaluation. Optional."""
+
   @abc.abstractmethod
   def make_dataset(self, sharding: jax.sharding.Sharding) -> Any:
     """The dataset, its global training batches sharded with `sharding`."""

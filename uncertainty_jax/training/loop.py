@@ -102,6 +102,7 @@ def _setup(config, workdir: str):
   mesh = sharding_lib.make_mesh()
   sharding_lib.check_batch_size(config.batch_size, mesh)
   workdir = prepare_workdir(workdir)
+  task.prepare(workdir)
   return task, mesh, workdir, budget
 
 
@@ -232,7 +233,9 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
 
 def _summary(results: dict[str, float]) -> str:
   keys = [k for k in ("moving/frame1/psnr", "last_input/moving/frame1/psnr",
-                      "flow/moving/frame1/psnr", "full/frame1/psnr", "last_input/full/frame1/psnr")
+                      "flow/moving/frame1/psnr", "full/frame1/psnr", "last_input/full/frame1/psnr",
+                      "inception_score", "inception_score_data", "modes_covered",
+                      "high_quality_fraction")
           if k in results]
   return ", ".join(f"{k}={results[k]:.2f}" for k in keys) or ", ".join(
       f"{k}={v:.4g}" for k, v in list(results.items())[:6])

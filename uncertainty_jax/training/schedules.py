@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -52,3 +53,38 @@ def make_optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, adam_bet
   if name == "adam":
     return optax.adam(learning_rate, b1=adam_beta1)
   raise ValueError(f"{field}: unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+
+
+class SweepableState(NamedTuple):
+  """The state of `sweepable_optimizer`: Adam's moments and the two hyperparameters as arrays."""
+
+  adam: Any
+  learning_rate: jax.Array
+  use_adam: jax.Array
+
+
+def sweepable_optimizer(name: str, learning_rate: float, *, adam_beta1: float = 0.5,
+                        field: str = "optimizer") -> optax.GradientTransformation:
+  """Plain SGD or Adam, chosen and scaled by arrays in the optimizer state.
+
+  Identical in its updates to `make_optimizer('sgd' | 'adam', learning_rate)`, but the choice and
+  the (constant) learning rate are state leaves rather than Python values, so networks that differ
+  only in them train together under `jax.vmap` (`training.sweep`, the grid search of Table 6.1).
+  Adam's moments are kept, and ignored, for SGD members.
+  """
+  if name not in ("sgd", "adam"):
+    raise ValueError(f"{field}: unknown optimizer {name!r} for a sweep; valid: ['sgd', 'adam']")
+  adam = optax.scale_by_adam(b1=adam_beta1)
+
+  def init(params):
+    return SweepableState(adam=adam.init(params),
+                          learning_rate=jnp.asarray(learning_rate, jnp.float32),
+                          use_adam=jnp.asarray(name == "adam"))
+
+  def update(grads, state, params=None):
+    adam_updates, adam_state = adam.update(grads, state.adam, params)
+    updates = jax.tree_util.tree_map(
+        lambda a, g: -state.learning_rate * jnp.where(state.use_adam, a, g), adam_updates, grads)
+    return updates, state._replace(adam=adam_state)
+
+  return optax.GradientTransformation(init, update)

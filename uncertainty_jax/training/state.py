@@ -43,11 +43,22 @@ class PairState:
 
   `discriminator` is None for systems trained without one (Table 4.3's non-adversarial rows); the
   same loop, step builder and checkpointing serve both.
+
+  `hparams` holds hyperparameters as arrays, for losses that let them vary per member of a
+  vmapped sweep (`training.sweep`): a dict of scalars, or None (the config's values). Checkpoints
+  do not store it; a sweep records its members' values itself.
   """
 
   step: jax.Array
   generator: NetworkState
   discriminator: Optional[NetworkState] = None
+  hparams: Optional[dict] = None
+
+  def hparam(self, name: str, default: Any) -> Any:
+    """`hparams[name]` if set, else `default` (the config's value)."""
+    if self.hparams is not None and name in self.hparams:
+      return self.hparams[name]
+    return default
 
 
 def count_params(tree: Any) -> int:

@@ -1,0 +1,36 @@
+"""What every command of `experiments/` shares: flag parsing with one-line errors."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def one_line(e: BaseException) -> str:
+  """The message of a flag-parsing error, without the config file's embedded traceback."""
+  lines = [line.strip() for line in str(e).replace("\\n", "\n").splitlines() if line.strip()]
+  for line in reversed(lines):
+    match = re.match(r"^\w*(?:Error|Exception): (.*)$", line)
+    if match:
+      return match.group(1)
+  return " ".join(line.strip("'\"") for line in lines) or type(e).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad config, variant or override exits with a one-line error."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {one_line(e)}", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # A misspelled `--config.FIELD=...`: the locked config refuses the unknown field.
+    overrides = " ".join(a.split("=")[0] for a in argv if a.startswith("--config."))
+    hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(e))
+    detail = (f'no config field "{hint.group(2)}"; did you mean "{hint.group(1)}"?' if hint else
+              f"no such config field or a value of the wrong type ({one_line(e)})")
+    print(f"error: config override {overrides}: {detail}", file=sys.stderr)
+  sys.exit(1)
