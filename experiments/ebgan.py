@@ -60,8 +60,8 @@ VARIANTS = {
     # Small fully connected networks on 2-D points, without batch norm (whose batch statistics
     # would tie the samples of a batch together in 2-D).
     "toy2d": dict(dataset="toy2d", num_layers_g=3, size_g=128, num_layers_d=3, size_d=128,
-                  batch_norm_g=False, batch_norm_d=False, latent_dim=2, margin=1.0,
-                  learning_rate_both=1e-3, num_eval_samples=2000),
+                  batch_norm_g=False, batch_norm_d=False, latent="normal", latent_dim=16,
+                  batch_size=256, margin=1.0, learning_rate_both=1e-3, num_eval_samples=2000),
 }
 MODIFIERS = ("tiny",)
 
@@ -169,8 +169,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.budgets.cpu.update(total_steps=2000, eval_every=500, checkpoint_every=500)
     c.budgets.full.update(total_steps=50_000, eval_every=5000, checkpoint_every=5000)
   if variant == "toy2d":
-    c.budgets.cpu.update(total_steps=5000, eval_every=1000)
-    c.budgets.full.update(total_steps=5000, eval_every=1000)
+    c.budgets.cpu.update(total_steps=3000, eval_every=1000)
+    c.budgets.full.update(total_steps=3000, eval_every=1000)
 
   if "tiny" in modifiers:
     c.total_steps = 4

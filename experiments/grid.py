@@ -122,7 +122,8 @@ def main(argv) -> int:
     if FLAGS.train:
       grid_lib.run(config, workdir, points, log=lambda m: print(m, flush=True))
     if FLAGS.figures:
-      for path in write_figures(config, workdir, train_pt=FLAGS.train):
+      # One process trains the EBGAN-PT of Figure 6.4c; the others only draw.
+      for path in write_figures(config, workdir, train_pt=FLAGS.train and FLAGS.shard == 0):
         print(f"wrote {path}")
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -31,7 +31,7 @@ FINGERPRINT = "grid.json"
 # Parameters (of all members together, Adam moments included) one vmapped chunk may hold.
 MAX_CHUNK_FLOATS = 200_000_000
 # The config fields the records depend on; a grid workdir accepts only the same values.
-FINGERPRINT_FIELDS = ("dataset", "image_size", "latent", "latent_dim", "margin", "energy_reduction",
+FINGERPRINT_FIELDS = ("seed", "dataset", "image_size", "latent", "latent_dim", "margin", "energy_reduction",
                       "batch_size", "adam_beta1", "batch_norm_g", "batch_norm_d",
                       "num_eval_samples")
 
@@ -92,6 +92,17 @@ def table_6_1(grid_config) -> list[GridPoint]:
   if empty:
     raise ValueError(f"grid: {', '.join('grid.' + d for d in empty)} has no value, so the grid is "
                      f"empty; give at least one value each")
+  for d in dims:
+    values = tuple(grid_config[d])
+    if len(set(values)) != len(values):
+      raise ValueError(f"grid.{d}: {values} repeats a value, which would train the same "
+                       f"configuration twice; give each value once")
+  if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in grid_config.seeds):
+    raise ValueError(f"grid.seeds: {tuple(grid_config.seeds)} must be integers >= 0")
+  rates = (*grid_config.learning_rates, grid_config.ebgan_learning_rate)
+  if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in rates):
+    raise ValueError(f"grid.learning_rates, grid.ebgan_learning_rate: {rates} must be positive "
+                     f"numbers")
   for d in ("num_layers_g", "num_layers_d"):
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 2 for v in grid_config[d]):
       raise ValueError(f"grid.{d}: {tuple(grid_config[d])} must be integers >= 2")
