@@ -1,0 +1,93 @@
+"""Samples of several trained chapter 6 runs side by side (Figures 6.4-6.7, 6.10-6.12).
+
+    python -m experiments.samples --workdirs=runs/ebgan64,runs/ebgan64_pt,runs/dcgan64 \\
+        --output=results/ebgan64_samples.png
+
+Restores the latest checkpoint of each workdir with the config it was trained with
+(`<workdir>/config.json`), draws `--num` samples from each run's evaluation latents, and writes one
+PNG with a captioned grid per run (variant, step and, where known, I').
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from experiments import cli
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_list("workdirs", None, "Trained runs of experiments/ebgan.py, in panel order.")
+  flags.DEFINE_string("output", None, "The PNG to write.")
+  flags.DEFINE_integer("num", 64, "Samples per run.")
+  flags.mark_flags_as_required(["workdirs", "output"])
+
+
+def load_config(workdir: str):
+  """The config a run was trained with, from `<workdir>/config.json`."""
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"workdirs: {workdir} has no config.json; train there first with "
+                     f"python -m experiments.main --config=experiments/ebgan.py:VARIANT "
+                     f"--workdir={workdir}")
+  with open(path) as f:
+    config = config_dict.ConfigDict(json.load(f))
+  if config.get("task") != "ebgan":
+    raise ValueError(f"workdirs: {workdir} holds a {config.get('task')!r} run, not a chapter 6 "
+                     f"(ebgan) one")
+  return config
+
+
+def panels(workdirs, num: int) -> dict:
+  """`{caption: samples [num, H, W, C]}` for each workdir's latest checkpoint."""
+  from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
+  out = {}
+  for workdir in workdirs:
+    config = load_config(workdir)
+    task, state, _ = loop.restore(config, workdir)
+    step = int(state.step)
+    caption = f"{config.variant}, step {step}"
+    eval_path = os.path.join(workdir, "eval.json")
+    if os.path.exists(eval_path):
+      with open(eval_path) as f:
+        score = json.load(f).get("inception_score")
+      if isinstance(score, (int, float)):
+        caption += f", I'={score:.2f}"
+    out[caption] = task.samples(state, num)
+  return out
+
+
+def main(argv) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  from uncertainty_jax.evaluation import ebgan_figures  # pylint: disable=g-import-not-at-top
+  from uncertainty_jax.training.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
+  if FLAGS.num < 1:
+    print(f"error: --num: {FLAGS.num} must be a positive integer", file=sys.stderr)
+    return 1
+  try:
+    drawn = panels([os.path.abspath(w) for w in FLAGS.workdirs], FLAGS.num)
+    shapes = {v.shape[1:] for v in drawn.values()}
+    if len(shapes) > 1:
+      raise ValueError(f"workdirs: the runs generate samples of different shapes {sorted(shapes)}; "
+                       f"put runs of one dataset side by side")
+    ebgan_figures.sample_panels(drawn, FLAGS.output)
+  except (ValueError, CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {FLAGS.output}")
+  return 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=cli.parse_flags)
