@@ -1,4 +1,5 @@
-"""What every command of `experiments/` shares: flag parsing with one-line errors."""
+"""What every command of `experiments/` shares: flag parsing with one-line errors, and the
+`VARIANT,MODIFIER,...` argument of the chapter configs."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def parse_flags(argv: list[str]) -> list[str]:
               f"no such config field or a value of the wrong type ({one_line(e)})")
     print(f"error: config override {overrides}: {detail}", file=sys.stderr)
   sys.exit(1)
+
+
+def parse_config_arg(arg: str | None, variants, modifiers, default: str) -> tuple[str, set[str]]:
+  """Splits a config's ARGS (`--config=FILE:ARGS`) into one variant and a set of modifiers.
+
+  Raises:
+    ValueError: an unknown word or more than one variant, listing the valid ones.
+  """
+  words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+  chosen = [w for w in words if w in variants]
+  unknown = [w for w in words if w not in variants and w not in modifiers]
+  if unknown or len(chosen) > 1:
+    raise ValueError(
+        f"config: {arg!r} is not a variant name plus optional modifiers; variants: "
+        f"{sorted(variants)}, modifiers: {list(modifiers)}"
+        + (f" (unknown: {unknown})" if unknown else " (more than one variant)"))
+  return (chosen[0] if chosen else default), {w for w in words if w in modifiers}

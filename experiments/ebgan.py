@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from ml_collections import config_dict
 
+from experiments import cli
+
 VARIANTS = {
     "ebgan": dict(),
     "ebgan_pt": dict(lambda_pt=0.1),
@@ -67,15 +69,7 @@ MODIFIERS = ("tiny",)
 
 
 def _parse(arg: str | None) -> tuple[str, set[str]]:
-  words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  variants = [w for w in words if w in VARIANTS]
-  unknown = [w for w in words if w not in VARIANTS and w not in MODIFIERS]
-  if unknown or len(variants) > 1:
-    raise ValueError(
-        f"config: {arg!r} is not a variant name plus optional modifiers; variants: "
-        f"{sorted(VARIANTS)}, modifiers: {list(MODIFIERS)}"
-        + (f" (unknown: {unknown})" if unknown else " (more than one variant)"))
-  return (variants[0] if variants else "ebgan"), {w for w in words if w in MODIFIERS}
+  return cli.parse_config_arg(arg, VARIANTS, MODIFIERS, "ebgan")
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from ml_collections import config_dict
 
+from experiments import cli
+
 # Table 4.3, plus Model 1 (Adv + GDL) and Model 2.
 VARIANTS = {
     "model1": dict(num_scales=4, lambda_lp=1.0, p=1.0, lambda_adv=0.05, lambda_gdl=1.0, alpha=1.0),
@@ -40,15 +42,7 @@ MODIFIERS = ("tiny", "multimodal")
 
 
 def _parse(arg: str | None) -> tuple[str, set[str]]:
-  words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  variants = [w for w in words if w in VARIANTS]
-  unknown = [w for w in words if w not in VARIANTS and w not in MODIFIERS]
-  if unknown or len(variants) > 1:
-    raise ValueError(
-        f"config: {arg!r} is not a variant name plus optional modifiers; variants: "
-        f"{sorted(VARIANTS)}, modifiers: {list(MODIFIERS)}"
-        + (f" (unknown: {unknown})" if unknown else " (more than one variant)"))
-  return (variants[0] if variants else "model1"), {w for w in words if w in MODIFIERS}
+  return cli.parse_config_arg(arg, VARIANTS, MODIFIERS, "model1")
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import numbers
-from typing import Iterator
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -82,3 +82,23 @@ def check_step(step) -> None:
   """Raises unless `step` is an integer in [0, 2**32) (the embedded datasets fold it into a key)."""
   if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < 2**32:
     raise ValueError(f'step={step!r}: expected an integer in [0, 2**32).')
+
+
+TFDS_INSTALL_HINT = "pip install 'uncertainty_jax[tfds]'"
+
+
+def import_tfds(what: str) -> tuple[Any, Any]:
+  """Imports TensorFlow and TFDS for `what` (e.g. 'the TFDS video datasets'), hides the GPUs from
+  TensorFlow, or says how to install them."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as err:
+    raise ImportError(f'{what} need TensorFlow and TensorFlow Datasets ({err}); install them with '
+                      f'`{TFDS_INSTALL_HINT}`') from err
+  try:
+    # JAX owns the accelerators; a TensorFlow that saw them would reserve their memory.
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:
+    pass  # Devices were already initialized by someone else; their choice stands.
+  return tf, tfds

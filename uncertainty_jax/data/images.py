@@ -71,7 +71,6 @@ DEFAULT_IMAGE_SIZE = 64
 DEFAULT_NUM_EVAL_IMAGES = 1024
 # Streams of the per-example draws of `PhotoPatches`.
 _TRAIN_STREAM, _TEST_STREAM = 0, 1
-_INSTALL_HINT = "pip install 'uncertainty_jax[tfds]'"
 # Images converted per tf.data batch when reading a whole split to the host.
 _HOST_CHUNK = 256
 # MNIST records read per tf.data batch when loading a split into memory.
@@ -294,19 +293,7 @@ def _digits_split(test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _import_tf() -> tuple[Any, Any]:
-  """Imports TensorFlow and TFDS, hides GPUs from TensorFlow, or says how to install them."""
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as err:
-    raise ImportError(f'the TFDS image datasets need TensorFlow and TensorFlow Datasets ({err}); '
-                      f'install them with `{_INSTALL_HINT}`') from err
-  try:
-    # JAX owns the accelerators; a TensorFlow that saw them would reserve their memory.
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:
-    pass  # Devices were already initialized by someone else; their choice stands.
-  return tf, tfds
+  return base.import_tfds('the TFDS image datasets')
 
 
 def _check_data_dir(data_dir: Any) -> str | None:

@@ -66,7 +66,6 @@ import numpy as np
 
 from uncertainty_jax.data import base
 
-_INSTALL_HINT = "pip install 'uncertainty_jax[tfds]'"
 _UCF101_CONFIGS = ('ucf101_1', 'ucf101_1_256')
 # Moving MNIST as in Srivastava et al. (2015) and TFDS `moving_mnist`.
 _MOVING_MNIST_CANVAS = 64
@@ -78,20 +77,7 @@ _TEST_STRIDE = 10
 
 
 def _import_tf() -> tuple[Any, Any]:
-  """Imports TensorFlow and TFDS, hides GPUs from TensorFlow, or says how to install them."""
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as err:
-    raise ImportError(
-        f'the TFDS video datasets need TensorFlow and TensorFlow Datasets ({err}); install them '
-        f'with `{_INSTALL_HINT}`') from err
-  try:
-    # JAX owns the accelerators; a TensorFlow that saw them would reserve their memory.
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:
-    pass  # Devices were already initialized by someone else; their choice stands.
-  return tf, tfds
+  return base.import_tfds('the TFDS video datasets')
 
 
 def _check_positive(name: str, value: Any) -> int:

@@ -421,14 +421,7 @@ def optimizer_histograms(records, path: str | os.PathLike, *, bins: int = DEFAUL
 
 
 def _check_label(name: str, label) -> str:
-  if not isinstance(label, str) or not label.strip():
-    raise ValueError(f'{name}: {label!r}; expected a non-empty string')
-  try:
-    label.encode('latin-1')
-  except UnicodeEncodeError:
-    raise ValueError(f'{name}: {label!r}; expected Latin-1 characters (the caption font has no '
-                     'others)') from None
-  return label
+  return visualize.check_label(f'{name}:', label)
 
 
 def _check_scale(scale) -> int:

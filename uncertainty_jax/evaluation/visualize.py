@@ -178,6 +178,18 @@ _HEADER_BACKGROUND = (255, 255, 255)
 _HEADER_PAD = 2
 
 
+def check_label(name: str, label) -> str:
+  """A caption the header font can draw: a non-empty Latin-1 string."""
+  if not isinstance(label, str) or not label.strip():
+    raise ValueError(f'{name} {label!r}; expected a non-empty string')
+  try:
+    label.encode('latin-1')
+  except UnicodeEncodeError:
+    raise ValueError(f'{name} {label!r}; expected Latin-1 characters (the caption font has no '
+                     'others)') from None
+  return label
+
+
 def _check_comparison(inputs, targets, predictions):
   """Validates inputs `[B, m, H, W, C]`, targets `[B, n, H, W, C]` and a dict of predictions.
 
@@ -201,13 +213,7 @@ def _check_comparison(inputs, targets, predictions):
     raise ValueError('predictions: an empty dict; expected at least one predictor')
   checked = []
   for label, prediction in predictions.items():
-    if not isinstance(label, str) or not label.strip():
-      raise ValueError(f'predictions: label {label!r}; expected a non-empty string')
-    try:
-      label.encode('latin-1')
-    except UnicodeEncodeError:
-      raise ValueError(f'predictions: label {label!r}; expected Latin-1 characters (the '
-                       'header font has no others)') from None
+    check_label('predictions: label', label)
     prediction = _check_video(f'predictions[{label!r}]', prediction)
     if prediction.shape != targets.shape:
       raise ValueError(f'predictions[{label!r}]: shape {prediction.shape}; expected the shape of '

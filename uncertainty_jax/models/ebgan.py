@@ -106,6 +106,28 @@ def _dropout(module: nn.Module, x: jnp.ndarray, rate: Any, train: bool) -> jnp.n
   return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def _check_fc_discriminator(module: nn.Module) -> None:
+  _check_int("num_layers", module.num_layers, 2)
+  _check_int("hidden", module.hidden, 1)
+  if isinstance(module.dropout, bool) or not isinstance(module.dropout, (int, float)) or not (
+      0.0 <= module.dropout < 1.0):
+    raise ValueError(f"dropout: {module.dropout!r} is not a rate in [0, 1)")
+  _check_std(module.init_std)
+
+
+def _fc_hidden_layer(module: nn.Module, h: jnp.ndarray, index: int, activation, train: bool,
+                     dropout_rate: Any) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Hidden layer `index` of a fully connected discriminator: Dense, batch norm (not on the
+  first layer, the discriminator's input), `activation`; returns the activation and its dropout."""
+  no_norm = not module.batch_norm or index == 0
+  h = nn.Dense(module.hidden, use_bias=no_norm, kernel_init=_normal_init(module.init_std))(h)
+  if not no_norm:
+    h = _batch_norm(train)(h)
+  h = activation(h)
+  rate = module.dropout if dropout_rate is None else dropout_rate
+  return h, _dropout(module, h, rate, train)
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f"{name}: {value!r} is not an integer >= {minimum}")
@@ -237,12 +259,7 @@ class FCAutoEncoder(nn.Module):
   init_std: float = FC_DISCRIMINATOR_INIT_STD
 
   def __post_init__(self):
-    _check_int("num_layers", self.num_layers, 2)
-    _check_int("hidden", self.hidden, 1)
-    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-        0.0 <= self.dropout < 1.0):
-      raise ValueError(f"dropout: {self.dropout!r} is not a rate in [0, 1)")
-    _check_std(self.init_std)
+    _check_fc_discriminator(self)
     super().__post_init__()
 
   @nn.compact
@@ -267,13 +284,9 @@ class FCAutoEncoder(nn.Module):
     h = x.reshape(batch, -1)
     code = None
     for i in range(self.num_layers - 1):
-      h = nn.Dense(self.hidden, use_bias=not (self.batch_norm and i > 0), kernel_init=init)(h)
-      if self.batch_norm and i > 0:
-        h = _batch_norm(train)(h)
-      h = nn.relu(h)
+      activation, h = _fc_hidden_layer(self, h, i, nn.relu, train, dropout_rate)
       if i == (self.num_layers + 1) // 2 - 1:
-        code = h
-      h = _dropout(self, h, self.dropout if dropout_rate is None else dropout_rate, train)
+        code = activation
     reconstruction = nn.Dense(math.prod(shape), kernel_init=init)(h)
     return reconstruction.reshape(batch, *shape), code
 
@@ -301,12 +314,7 @@ class FCDiscriminator(nn.Module):
   init_std: float = FC_DISCRIMINATOR_INIT_STD
 
   def __post_init__(self):
-    _check_int("num_layers", self.num_layers, 2)
-    _check_int("hidden", self.hidden, 1)
-    if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not (
-        0.0 <= self.dropout < 1.0):
-      raise ValueError(f"dropout: {self.dropout!r} is not a rate in [0, 1)")
-    _check_std(self.init_std)
+    _check_fc_discriminator(self)
     super().__post_init__()
 
   @nn.compact
@@ -324,15 +332,10 @@ class FCDiscriminator(nn.Module):
     """
     if x.ndim < 2:
       raise ValueError(f"x: shape {x.shape} is not [B, ...]")
-    init = _normal_init(self.init_std)
     h = x.reshape(x.shape[0], -1)
     for i in range(self.num_layers - 1):
-      h = nn.Dense(self.hidden, use_bias=not (self.batch_norm and i > 0), kernel_init=init)(h)
-      if self.batch_norm and i > 0:
-        h = _batch_norm(train)(h)
-      h = _leaky_relu(h)
-      h = _dropout(self, h, self.dropout if dropout_rate is None else dropout_rate, train)
-    return nn.Dense(1, kernel_init=init)(h)[:, 0]
+      _, h = _fc_hidden_layer(self, h, i, _leaky_relu, train, dropout_rate)
+    return nn.Dense(1, kernel_init=_normal_init(self.init_std))(h)[:, 0]
 
 
 class DCGANGenerator(nn.Module):

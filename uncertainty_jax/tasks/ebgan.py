@@ -268,11 +268,17 @@ class EBGANTask(Task):
     return np.asarray(generate(state.generator.variables, self.eval_latents(n)))
 
   def _discriminator_scores(self, variables, x):
-    """Per-sample energy (EBGAN) or probability of being real (GAN), in evaluation mode."""
+    """Per-sample energy (EBGAN) or probability of being real (GAN) of a batch of only real or
+    only generated samples, as D sees them in training: batch norm on the batch's own statistics
+    (the running averages mix real and generated batches), without dropout."""
+    kwargs = {"mutable": ["batch_stats"]} if "batch_stats" in variables else {}
+    if self.config.model == "fc":
+      kwargs["dropout_rate"] = 0.0
+    out = self.discriminator.apply(variables, x, train=True, **kwargs)
+    out = out[0] if kwargs.get("mutable") else out
     if self.is_ebgan:
-      reconstruction, _ = self.discriminator.apply(variables, x, train=False)
-      return self.energy(x, reconstruction)
-    return jax.nn.sigmoid(self.discriminator.apply(variables, x, train=False))
+      return self.energy(x, out[0])
+    return jax.nn.sigmoid(out)
 
   def score_samples(self, samples: np.ndarray, dataset: Any) -> dict[str, float]:
     """Sample quality without the discriminator: I' and classes on labelled data, modes on toy2d."""
