@@ -1,7 +1,7 @@
 """Measures the compiled chapter-6 train step (D update, then G update) of several EBGAN models.
 
     python -m benchmarks.ebgan_step --steps=10
-    python -m benchmarks.ebgan_step --models=pytorch_arch,conv64_full --steps=5
+    python -m benchmarks.ebgan_step --models=pytorch_arch,pytorch_arch:im2col_grad --steps=5
     python -m benchmarks.ebgan_step --tiny --steps=2        # shrunken configs, for the tests
 
 Models (`--models`, a comma-separated list; all by default):
@@ -18,7 +18,8 @@ Models (`--models`, a comma-separated list; all by default):
   random images. Differences from that script's step, all in the losses and their order: there
   the G update runs first and the D update reuses its samples; D's hinge is on the batch-mean
   energy; its PT leaves out the square of eq. 6.61; its G loss stops the gradient through the
-  reconstruction target.
+  reconstruction target. `pytorch_arch:METHOD` computes its stride-1 convolutions with
+  `layers.conv.same_conv2d(method=METHOD)` ('xla', the default, is a plain `nn.Conv`).
 
 Every step is `uncertainty_jax.training.steps.make_train_step(task, mesh)`, compiled ahead of
 time; the first step is a warm-up, then each timing is the median of `--steps` steps, each on a
@@ -31,6 +32,7 @@ is not installed, the PyTorch EBGAN's figure measured on this project's CPU mach
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import statistics
@@ -45,6 +47,7 @@ from absl import flags
 
 from benchmarks.common import compiled_flops
 from experiments import ebgan as ebgan_config
+from uncertainty_jax.layers import conv as conv_lib
 from uncertainty_jax.tasks import ebgan as ebgan_task
 from uncertainty_jax.training import loop
 from uncertainty_jax.training import sharding as sharding_lib
@@ -57,7 +60,9 @@ PYTORCH_REFERENCE_S_PER_STEP = (0.54, 0.58)
 PYTORCH_REFERENCE_IMAGES_PER_S = (111, 118)
 PYTORCH_REFERENCE_BATCH = 64
 
-_MODELS = flags.DEFINE_list("models", list(MODELS), f"Models to time, from {list(MODELS)}.")
+_MODELS = flags.DEFINE_list("models", list(MODELS), f"Models to time, from {list(MODELS)}; "
+                            "'pytorch_arch:METHOD' computes that model's stride-1 convolutions "
+                            "with `layers.conv.same_conv2d(method=METHOD)`.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed train steps per model (after one warm-up).")
 _TINY = flags.DEFINE_bool("tiny", False, "The shrunken configs of the tests (`:tiny`; batch 8).")
 
@@ -69,8 +74,12 @@ def _upsample2(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def _conv3x3(features: int, stride: int = 1) -> nn.Conv:
-  # Torch's padding=1 on both sides; Flax's 'SAME' would pad (0, 1) at stride 2.
+def _conv3x3(features: int, stride: int = 1, method: str = "xla") -> nn.Conv:
+  """Torch's Conv2d(kernel 3, padding 1); stride-1 ones computed by `layers.conv.same_conv2d`."""
+  if stride == 1:
+    return nn.Conv(features, (3, 3), padding="SAME", conv_general_dilated=functools.partial(
+        conv_lib.same_conv_general_dilated, method))
+  # Torch pads 1 on both sides; Flax's 'SAME' would pad (0, 1) at stride 2.
   return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
 
 
@@ -80,15 +89,18 @@ def _batch_norm(train: bool, epsilon: float) -> nn.BatchNorm:
 
 
 class PortGenerator(nn.Module):
-  """Linear(nz -> 128 x s/4 x s/4), two [upsample x2, conv3x3, BN, leaky ReLU] blocks, conv3x3, tanh.
+  """Linear(nz -> 128 x s/4 x s/4), 2 x [upsample x2, conv3x3, BN, leaky ReLU], conv3x3, tanh.
 
   Attributes:
     image_size: side of the square images (divisible by 4).
     channels: channels of the images.
+    conv_method: how the stride-1 convolutions are computed (`layers.conv.SAME_METHODS`; 'xla'
+      is a plain `nn.Conv`).
   """
 
   image_size: int = 32
   channels: int = 1
+  conv_method: str = "xla"
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -96,9 +108,9 @@ class PortGenerator(nn.Module):
     s = self.image_size // 4
     x = nn.Dense(128 * s * s)(z).reshape(z.shape[0], s, s, 128)
     for width in (128, 64):
-      x = _conv3x3(width)(_upsample2(x))
+      x = _conv3x3(width, method=self.conv_method)(_upsample2(x))
       x = nn.leaky_relu(_batch_norm(train, 0.8)(x), 0.2)
-    return jnp.tanh(_conv3x3(self.channels)(x))
+    return jnp.tanh(_conv3x3(self.channels, method=self.conv_method)(x))
 
 
 class PortAutoEncoder(nn.Module):
@@ -108,10 +120,12 @@ class PortAutoEncoder(nn.Module):
   Attributes:
     image_size: side of the square images (even).
     channels: channels of the images.
+    conv_method: how the stride-1 convolution is computed (`layers.conv.SAME_METHODS`).
   """
 
   image_size: int = 32
   channels: int = 1
+  conv_method: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -121,7 +135,8 @@ class PortAutoEncoder(nn.Module):
     code = nn.Dense(32)(h.reshape(b, -1))
     h = nn.relu(_batch_norm(train, 0.8)(code))
     h = nn.relu(_batch_norm(train, 1e-5)(nn.Dense(64 * s * s)(h)))
-    return _conv3x3(self.channels)(_upsample2(h.reshape(b, s, s, 64))), code
+    h = _upsample2(h.reshape(b, s, s, 64))
+    return _conv3x3(self.channels, method=self.conv_method)(h), code
 
 
 def _random_images(shape: tuple[int, ...]) -> Callable[[int], dict]:
@@ -165,6 +180,7 @@ def _build(name: str, tiny: bool, mesh) -> _Bench:
   elif name in ("conv64_cpu", "conv64_full"):
     config = _config("conv64", tiny, budget=name.split("_")[1])
   else:
+    method = name.partition(":")[2] or "xla"
     config = _config("conv64", tiny, budget="cpu")
     config.image_size = 32
     config.latent, config.latent_dim = "normal", 62
@@ -172,12 +188,13 @@ def _build(name: str, tiny: bool, mesh) -> _Bench:
     config.g_learning_rate = config.d_learning_rate = 2e-4
     config.adam_beta1 = 0.5
     task = ebgan_task.EBGANTask(config)
-    task.generator = PortGenerator(image_size=32, channels=1)
-    task.discriminator = PortAutoEncoder(image_size=32, channels=1)
+    task.generator = PortGenerator(image_size=32, channels=1, conv_method=method)
+    task.discriminator = PortAutoEncoder(image_size=32, channels=1, conv_method=method)
     task.sample_shape = (32, 32, 1)
     shape = (config.batch_size, *task.sample_shape)
     batch = _random_images(shape)
-    return _Bench(name, "PyTorch-GAN ebgan.py architecture 32x32x1, random images", task,
+    return _Bench(name, f"PyTorch-GAN ebgan.py architecture 32x32x1, random images, "
+                  f"stride-1 convs: {method}", task,
                   lambda step: jax.device_put(batch(step), sharding))
   task = ebgan_task.EBGANTask(config)
   dataset = task.make_dataset(sharding)
@@ -208,9 +225,11 @@ def _time(bench: _Bench, mesh, steps: int) -> dict:
 
 def main(argv):
   del argv
-  unknown = [m for m in _MODELS.value if m not in MODELS]
+  unknown = [m for m in _MODELS.value if m not in MODELS and not (
+      m.partition(":")[0] == "pytorch_arch" and m.partition(":")[2] in conv_lib.SAME_METHODS)]
   if unknown or not _MODELS.value:
-    raise ValueError(f"--models: {_MODELS.value} must be a non-empty subset of {list(MODELS)}")
+    raise ValueError(f"--models: {unknown or _MODELS.value} are not models; valid: {list(MODELS)}, "
+                     f"and pytorch_arch:METHOD, METHOD in {list(conv_lib.SAME_METHODS)}")
   if _STEPS.value < 1:
     raise ValueError(f"--steps: {_STEPS.value} must be a positive integer")
   mesh = sharding_lib.make_mesh()
@@ -218,16 +237,17 @@ def main(argv):
   print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()})")
   print(f"host: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
   rows = {}
-  for name in _MODELS.value:
+  for name in dict.fromkeys(_MODELS.value):
     bench = _build(name, _TINY.value, mesh)
     rows[name] = _time(bench, mesh, _STEPS.value)
     print(f"{name} ({bench.description}): compile {rows[name]['compile_s']:.1f} s", flush=True)
 
-  print(f"{'model':14s} {'batch':>5s} {'compile_s':>9s} {'s/step':>8s} {'images/s':>9s} "
+  width = max(14, *(len(name) for name in rows))
+  print(f"{'model':{width}s} {'batch':>5s} {'compile_s':>9s} {'s/step':>8s} {'images/s':>9s} "
         f"{'GFLOP/step':>10s} {'GFLOP/s':>8s}")
   for name, r in rows.items():
     gflop = r["flops"] / 1e9
-    print(f"{name:14s} {r['batch']:5d} {r['compile_s']:9.1f} {r['step_s']:8.4f} "
+    print(f"{name:{width}s} {r['batch']:5d} {r['compile_s']:9.1f} {r['step_s']:8.4f} "
           f"{r['batch'] / r['step_s']:9.1f} {gflop:10.2f} {gflop / r['step_s']:8.1f}")
 
   lo, hi = PYTORCH_REFERENCE_S_PER_STEP
@@ -237,11 +257,11 @@ def main(argv):
   print(f"pytorch reference (not timed here: {torch_note}): the public PyTorch EBGAN, batch "
         f"{PYTORCH_REFERENCE_BATCH}, measured on this project's CPU machine type (PERFORMANCE.md): "
         f"{lo:.2f}-{hi:.2f} s/step, {ref[0]:.0f}-{ref[1]:.0f} images/s")
-  if "pytorch_arch" in rows:
-    r = rows["pytorch_arch"]
-    rate = r["batch"] / r["step_s"]
-    print(f"ratio pytorch_arch / pytorch reference (images/s): {rate / ref[1]:.2f}-"
-          f"{rate / ref[0]:.2f}" + (" (tiny batch: not comparable)" if _TINY.value else ""))
+  for name, r in rows.items():
+    if name.startswith("pytorch_arch"):
+      rate = r["batch"] / r["step_s"]
+      print(f"ratio {name} / pytorch reference (images/s): {rate / ref[1]:.2f}-"
+            f"{rate / ref[0]:.2f}" + (" (tiny batch: not comparable)" if _TINY.value else ""))
 
 
 if __name__ == "__main__":

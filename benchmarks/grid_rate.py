@@ -1,4 +1,4 @@
-"""Grid-search configurations per hour, trained together under `jax.vmap` and one at a time.
+"""Grid-search configurations per hour, trained together under `jax.vmap` or one at a time.
 
     python -m benchmarks.grid_rate --steps=200
     python -m benchmarks.grid_rate --group=g2x400-d2x128 --frameworks=gan --steps=100
@@ -7,20 +7,24 @@
 One architecture group of the Table 6.1 search (`--group`, nLayerG x sizeG - nLayerD x sizeD;
 default GAN and EBGAN g3x800-d3x256: 24 GAN configurations, dropoutD x optimD x optimG x lr, and
 2 EBGAN ones, dropoutD) on the grid's data (`experiments/ebgan.py:grid`: 8x8 digits, batch 64),
-trained for `--steps` steps two ways, on the same batches:
+trained for `--steps` steps three ways, on the same batches:
 
 * vmap: every member at once, as `experiments.grid` trains them: the sweepable task and
   `training.sweep`'s stacked state, keys and vmapped step (`init_members`, `member_keys`,
   `make_sweep_step`), in chunks of `grid.chunk_size` members, the loop of `sweep.train_members`.
+* one per sweep: the same sweepable task and vmapped step with one member at a time (compiled
+  once for all of them, initialised together then split), which separates the effect of
+  batching the members from that of the sweepable task's own work (Adam's moments kept for SGD
+  members, dropout drawn at rate 0).
 * one at a time: each configuration as `experiments.main` would train it: the ordinary
   (non-sweepable) task of its config and the loop's compiled step (`steps.make_train_step`), one
   compilation per configuration, since its optimizer, learning rate and dropout are constants of
   the compiled program.
 
 Each way's time is split into state initialisation, compilation (ahead of time) and the training
-steps; configurations/hour are given with and without compilation, and the ratio vmap / one at a
-time. As a check, `sweep.train_members` is also run end to end on all members (its wall time,
-compilation included).
+steps; configurations/hour are given with and without compilation, and the ratios of vmap to the
+other two. With `--end_to_end`, `sweep.train_members` itself is also run on all members, as a
+check of the first way (its wall time, compilation included).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ _FRAMEWORKS = flags.DEFINE_list("frameworks", ["gan", "ebgan"],
 _STEPS = flags.DEFINE_integer("steps", 200, "Training steps of every configuration.")
 _MEMBERS = flags.DEFINE_integer("members", 0, "Train only the first N configurations of each "
                                 "group; 0 = all.")
+_END_TO_END = flags.DEFINE_bool("end_to_end", False, "Also time `sweep.train_members` on all "
+                                "members (compilation included).")
 _TINY = flags.DEFINE_bool("tiny", False, "The shrunken grid of the tests (`grid,tiny`: batch 8).")
 
 _GROUP_RE = re.compile(r"g(\d+)x(\d+)-d(\d+)x(\d+)")
@@ -118,6 +124,32 @@ def _train_vmapped(config, points, dataset, steps: int) -> _Timing:
     timing.init_s += t1 - t0
     timing.compile_s += t2 - t1
     timing.train_s += t3 - t2
+    timing.diverged += int(bad.sum())
+  return timing
+
+
+def _train_one_per_sweep(config, points, dataset, steps: int) -> _Timing:
+  """Each point alone in the vmapped sweep step, one compilation shared by all points."""
+  task = ebgan_task.EBGANTask(grid_lib.point_config(config, points[0]), sweepable=True)
+  members = [_member(p) for p in points]
+  timing = _Timing()
+  t0 = time.perf_counter()
+  stacked = jax.block_until_ready(sweep_lib.init_members(task, members))
+  keys = sweep_lib.member_keys(members)
+  t1 = time.perf_counter()
+  first = jax.tree_util.tree_map(lambda x: x[:1], stacked)
+  compiled = sweep_lib.make_sweep_step(task).lower(first, dataset.train_batch(0),
+                                                   keys[:1]).compile()
+  timing.init_s, timing.compile_s = t1 - t0, time.perf_counter() - t1
+  for m in range(len(members)):
+    state = jax.block_until_ready(jax.tree_util.tree_map(lambda x, m=m: x[m:m + 1], stacked))
+    t0 = time.perf_counter()
+    bad = jnp.zeros((1,), bool)
+    for i in range(steps):
+      state, metrics = compiled(state, dataset.train_batch(i), keys[m:m + 1])
+      bad = bad | _nonfinite(metrics)
+    bad = jax.device_get(bad)
+    timing.train_s += time.perf_counter() - t0
     timing.diverged += int(bad.sum())
   return timing
 
@@ -192,25 +224,27 @@ def main(argv):
     n = len(points)
     print(f"group: {framework} {group}, {n} configurations", flush=True)
     timings = {"vmap": _train_vmapped(config, points, dataset, steps),
+               "one per sweep": _train_one_per_sweep(config, points, dataset, steps),
                "one at a time": _train_one_at_a_time(config, points, dataset, mesh, steps)}
-    t0 = time.perf_counter()
-    result = sweep_lib.train_members(
-        ebgan_task.EBGANTask(grid_lib.point_config(config, points[0]), sweepable=True), dataset,
-        [_member(p) for p in points], steps)
-    jax.block_until_ready(result.state)
-    end_to_end = time.perf_counter() - t0
-
     print(f"  {'way':14s} {'init_s':>7s} {'compile_s':>9s} {'train_s':>8s} {'ms/step/config':>14s} "
           f"{'configs/hour':>12s} {'configs/hour (no compile)':>25s} {'diverged':>8s}")
     for way, t in timings.items():
       print(f"  {way:14s} {t.init_s:7.2f} {t.compile_s:9.2f} {t.train_s:8.2f} "
             f"{t.train_s / steps / n * 1e3:14.3f} {_rate(n, t.total_s):12.0f} "
             f"{_rate(n, t.train_s):25.0f} {t.diverged:8d}")
-    v, s = timings["vmap"], timings["one at a time"]
-    print(f"  ratio vmap / one at a time (configs/hour): {s.total_s / v.total_s:.2f}x with "
-          f"compilation, {s.train_s / v.train_s:.2f}x without")
-    print(f"  sweep.train_members end to end ({n} at once, compilation included): "
-          f"{end_to_end:.2f} s, {_rate(n, end_to_end):.0f} configs/hour", flush=True)
+    v = timings["vmap"]
+    for way in ("one at a time", "one per sweep"):
+      o = timings[way]
+      print(f"  ratio vmap / {way} (configs/hour): {o.total_s / v.total_s:.2f}x with "
+            f"compilation, {o.train_s / v.train_s:.2f}x without")
+    if _END_TO_END.value:
+      t0 = time.perf_counter()
+      task = ebgan_task.EBGANTask(grid_lib.point_config(config, points[0]), sweepable=True)
+      result = sweep_lib.train_members(task, dataset, [_member(p) for p in points], steps)
+      jax.block_until_ready(result.state)
+      seconds = time.perf_counter() - t0
+      print(f"  sweep.train_members end to end ({n} at once, compilation included): "
+            f"{seconds:.2f} s, {_rate(n, seconds):.0f} configs/hour", flush=True)
 
 
 if __name__ == "__main__":

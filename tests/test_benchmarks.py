@@ -28,15 +28,16 @@ def test_profile_step_compares_methods():
 
 
 def test_ebgan_step_benchmark_reports_every_model():
-  out = _run("benchmarks.ebgan_step", "--tiny", "--steps=1")
+  from benchmarks.ebgan_step import MODELS  # pylint: disable=g-import-not-at-top
+  models = [*MODELS, "pytorch_arch:im2col_grad"]
+  out = _run("benchmarks.ebgan_step", "--tiny", "--steps=1", "--models=" + ",".join(models))
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.splitlines()
   header = next(line for line in lines if line.startswith("model "))
   assert header.split() == ["model", "batch", "compile_s", "s/step", "images/s", "GFLOP/step",
                             "GFLOP/s"]
-  from benchmarks.ebgan_step import MODELS  # pylint: disable=g-import-not-at-top
   rows = {}
-  for name in MODELS:
+  for name in models:
     fields = next(line for line in lines[lines.index(header):] if line.startswith(name + " "))
     rows[name] = [float(v) for v in fields.split()[1:]]
     assert rows[name][0] == 8  # the tiny configs' batch
@@ -44,16 +45,19 @@ def test_ebgan_step_benchmark_reports_every_model():
   assert rows["pytorch_arch"][4] > 0
   assert "pytorch reference" in out.stdout and "111-118 images/s" in out.stdout
   assert "ratio pytorch_arch / pytorch reference" in out.stdout
+  assert "ratio pytorch_arch:im2col_grad / pytorch reference" in out.stdout
 
 
-def test_grid_rate_benchmark_reports_both_ways():
-  out = _run("benchmarks.grid_rate", "--tiny", "--steps=1", "--members=2", "--frameworks=ebgan")
+def test_grid_rate_benchmark_reports_every_way():
+  out = _run("benchmarks.grid_rate", "--tiny", "--steps=1", "--members=2", "--frameworks=ebgan",
+             "--end_to_end")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "group: ebgan g2x16-d2x8, 2 configurations" in out.stdout
   lines = out.stdout.splitlines()
-  for way in ("vmap", "one at a time"):
+  for way in ("vmap", "one per sweep", "one at a time"):
     row = next(line.split() for line in lines if line.strip().startswith(way + " "))
     rates = [float(v) for v in row[-7:]]
     assert all(r >= 0 for r in rates) and rates[4] > 0 and rates[5] > 0, row
-  for needle in ("ratio vmap / one at a time", "sweep.train_members end to end"):
+  for needle in ("ratio vmap / one at a time", "ratio vmap / one per sweep",
+                 "sweep.train_members end to end"):
     assert needle in out.stdout
