@@ -77,15 +77,6 @@ class _Timing:
     return self.init_s + self.compile_s + self.train_s
 
 
-def _member(point: grid_lib.GridPoint) -> sweep_lib.Member:
-  """The sweep member of a grid point, with the values `experiments.grid` gives it."""
-  return sweep_lib.Member(
-      seed=point.seed,
-      optimizers={"g": (point.optimizer_g, point.learning_rate),
-                  "d": (point.optimizer_d, point.learning_rate)},
-      hparams={"dropout_d": ebgan_models.GRID_DROPOUT_RATE if point.dropout_d else 0.0,
-               "lambda_pt": point.lambda_pt})
-
 
 def _single_config(config, point: grid_lib.GridPoint):
   """The ordinary task config of one grid point: its optimizers, rates and dropout as constants."""
@@ -108,7 +99,7 @@ def _train_vmapped(config, points, dataset, steps: int) -> _Timing:
   size = grid_lib.chunk_size(task, len(points))
   timing = _Timing()
   for start in range(0, len(points), size):
-    members = [_member(p) for p in points[start:start + size]]
+    members = [grid_lib.member(p) for p in points[start:start + size]]
     t0 = time.perf_counter()
     state = jax.block_until_ready(sweep_lib.init_members(task, members))
     keys = sweep_lib.member_keys(members)
@@ -131,7 +122,7 @@ def _train_vmapped(config, points, dataset, steps: int) -> _Timing:
 def _train_one_per_sweep(config, points, dataset, steps: int) -> _Timing:
   """Each point alone in the vmapped sweep step, one compilation shared by all points."""
   task = ebgan_task.EBGANTask(grid_lib.point_config(config, points[0]), sweepable=True)
-  members = [_member(p) for p in points]
+  members = [grid_lib.member(p) for p in points]
   timing = _Timing()
   t0 = time.perf_counter()
   stacked = jax.block_until_ready(sweep_lib.init_members(task, members))
@@ -240,7 +231,7 @@ def main(argv):
     if _END_TO_END.value:
       t0 = time.perf_counter()
       task = ebgan_task.EBGANTask(grid_lib.point_config(config, points[0]), sweepable=True)
-      result = sweep_lib.train_members(task, dataset, [_member(p) for p in points], steps)
+      result = sweep_lib.train_members(task, dataset, [grid_lib.member(p) for p in points], steps)
       jax.block_until_ready(result.state)
       seconds = time.perf_counter() - t0
       print(f"  sweep.train_members end to end ({n} at once, compilation included): "

@@ -42,6 +42,19 @@ def tree_snapshot(root):
   return snap
 
 
+def notebook_parameters_index(nb) -> int:
+  """The index of a notebook's one cell tagged 'parameters' (the cell a test overrides)."""
+  tagged = [i for i, cell in enumerate(nb.cells)
+            if "parameters" in cell.get("metadata", {}).get("tags", [])]
+  assert len(tagged) == 1, f"expected one cell tagged 'parameters', found {len(tagged)}"
+  return tagged[0]
+
+
+def notebook_outputs(nb):
+  """Every output of a notebook's code cells, in order."""
+  return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
 @pytest.fixture
 def tiny_config():
   from experiments import video_pred

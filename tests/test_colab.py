@@ -15,6 +15,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.conftest import notebook_outputs as _outputs
+from tests.conftest import notebook_parameters_index as _parameters_index
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "colabs", "video_prediction.ipynb")
 PARAMETERS = ("VARIANT", "STEPS", "WORKDIR", "TINY")
@@ -23,17 +26,6 @@ NUM_DEVICES = 2
 
 def _read():
   return nbformat.read(NOTEBOOK, as_version=4)
-
-
-def _parameters_index(nb) -> int:
-  tagged = [i for i, cell in enumerate(nb.cells)
-            if "parameters" in cell.get("metadata", {}).get("tags", [])]
-  assert len(tagged) == 1, f"expected one cell tagged 'parameters', found {len(tagged)}"
-  return tagged[0]
-
-
-def _outputs(nb):
-  return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
 def _text(out) -> str:

@@ -22,6 +22,9 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
+from tests.conftest import notebook_outputs as _outputs
+from tests.conftest import notebook_parameters_index as _parameters_index
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "colabs", "ebgan.ipynb")
 PARAMETERS = ("STEPS", "CONV_STEPS", "GRID_STEPS", "GRID_SAMPLE", "WORKDIR", "TINY")
@@ -35,17 +38,6 @@ _ENERGY_LINE = re.compile(r"step (\d+): energy of real patches (\S+), of samples
 
 def _read():
   return nbformat.read(NOTEBOOK, as_version=4)
-
-
-def _parameters_index(nb) -> int:
-  tagged = [i for i, cell in enumerate(nb.cells)
-            if "parameters" in cell.get("metadata", {}).get("tags", [])]
-  assert len(tagged) == 1, f"expected one cell tagged 'parameters', found {len(tagged)}"
-  return tagged[0]
-
-
-def _outputs(nb):
-  return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
 def _stdout(nb) -> str:

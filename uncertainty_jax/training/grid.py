@@ -253,7 +253,8 @@ def point_config(config, point: GridPoint):
   return c
 
 
-def _member(point: GridPoint) -> sweep_lib.Member:
+def member(point: GridPoint) -> sweep_lib.Member:
+  """The sweep member of `point`: its seed, optimizers, dropout rate and lambda_PT."""
   return sweep_lib.Member(
       seed=point.seed,
       optimizers={"g": (point.optimizer_g, point.learning_rate),
@@ -292,7 +293,7 @@ def train_group(config, points: Sequence[GridPoint], dataset, score: Callable, *
   out = []
   for start in range(0, len(points), size):
     chunk = list(points[start:start + size])
-    members = [_member(p) for p in chunk]
+    members = [member(p) for p in chunk]
     result = sweep_lib.train_members(task, dataset, members, steps)
     z = task.eval_latents(config.num_eval_samples)
     samples = np.asarray(jax.jit(jax.vmap(task.generate, in_axes=(0, None)))(
