@@ -321,6 +321,7 @@ def run(config, workdir: str, points: Sequence[GridPoint], *, log: Callable[[str
   Returns:
     Every record in `workdir` after the run (earlier ones included).
   """
+  import jax  # pylint: disable=g-import-not-at-top
   from uncertainty_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from uncertainty_jax.tasks import ebgan as ebgan_task  # pylint: disable=g-import-not-at-top
   from uncertainty_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
@@ -331,7 +332,7 @@ def run(config, workdir: str, points: Sequence[GridPoint], *, log: Callable[[str
       f"{os.path.join(workdir, RESULTS)}, {len(todo)} to train")
   if not todo:
     return read_records(workdir)
-  mesh = sharding_lib.make_mesh(__import__("jax").devices()[:1])
+  mesh = sharding_lib.make_mesh(jax.devices()[:1])
   dataset = data_lib.get_image_dataset(config, sharding_lib.batch_sharding(mesh))
   scorer = ebgan_task.EBGANTask(config)
   scorer.prepare(workdir)
