@@ -54,8 +54,27 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.seed = 0
 
   # Data.
-  c.dataset = "moving_photos"  # or "multimodal_photos"; "ucf101", "moving_mnist" (TFDS)
+  c.dataset = "moving_photos"  # or "multimodal_photos"; "ucf101", "moving_mnist" (TFDS);
+  # "video_files" (a folder of video files, see below)
   c.tfds_data_dir = ""  # '' = TFDS' default data dir
+  # dataset="video_files" (uncertainty_jax/data/video_files.py): a folder, searched recursively,
+  # or a glob. Frames are decoded once (OpenCV) into `video_cache_dir` ('' =
+  # ~/.cache/uncertainty_jax/video_files), every `frame_stride`-th kept, short side resized to
+  # `video_short_side` (0 = native; 240 is UCF101's). Files split by a hash of their path
+  # (`test_fraction`) or by a UCF101-style list of test files (`split_file`; `train_split_file`
+  # restricts training); every `test_every`-th test file is used (10 for the thesis' UCF101
+  # protocol). Test clips are full frames; training patches are drawn where the RMS difference
+  # between successive frames exceeds `patch_motion_threshold`, up to `patch_tries` draws.
+  c.video_dir = ""
+  c.video_short_side = 240
+  c.frame_stride = 1
+  c.test_fraction = 0.1
+  c.split_file = ""
+  c.train_split_file = ""
+  c.test_every = 1
+  c.video_cache_dir = ""
+  c.patch_motion_threshold = 0.02
+  c.patch_tries = 10
   c.num_input_frames = 4
   c.image_size = 32  # training patch
   c.test_frame_size = 64  # full test frames; the generator is fully convolutional

@@ -61,3 +61,14 @@ def test_grid_rate_benchmark_reports_every_way():
   for needle in ("ratio vmap / one at a time", "ratio vmap / one per sweep",
                  "sweep.train_members end to end"):
     assert needle in out.stdout
+
+
+def test_video_decode_benchmark_reports_rates():
+  out = _run("benchmarks.video_decode", "--width=64", "--height=48", "--frames=12", "--videos=2",
+             "--batches=2")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "2 videos of 12 frames, 64x48" in out.stdout
+  assert "(2 decoded)" in out.stdout and "(0 decoded)" in out.stdout  # the second pass is cached
+  for needle in ("decode (1 thread):", "cached frames:", "training batches:",
+                 "training batches, no cache:", "ratio training batches cached / no cache:"):
+    assert needle in out.stdout

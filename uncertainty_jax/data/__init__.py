@@ -1,6 +1,7 @@
 """Datasets: embedded generators that need no download, and TensorFlow Datasets loaders.
 
-`get_video_dataset(config, sharding)` resolves `config.dataset` through `VIDEO_DATASETS`, and
+`get_video_dataset(config, sharding)` resolves `config.dataset` through `VIDEO_DATASETS` (the
+embedded renderers, TFDS' UCF101 and Moving MNIST, and `video_files`: any folder of videos), and
 `get_image_dataset(config, sharding)` through `IMAGE_DATASETS`. TFDS-backed datasets import
 TensorFlow only when chosen.
 """
@@ -18,6 +19,7 @@ VIDEO_DATASETS = {
     "multimodal_photos": ("uncertainty_jax.data.multimodal_photos", "MultimodalPhotos.from_config"),
     "ucf101": ("uncertainty_jax.data.tfds_video", "ucf101_from_config"),
     "moving_mnist": ("uncertainty_jax.data.tfds_video", "moving_mnist_from_config"),
+    "video_files": ("uncertainty_jax.data.video_files", "from_config"),
 }
 
 

@@ -52,6 +52,15 @@ def validate_config(config) -> None:
   if config.test_frame_size < config.image_size:
     raise ValueError(f"test_frame_size: {config.test_frame_size} is smaller than image_size "
                      f"{config.image_size}")
+  if config.dataset == "video_files":
+    if not config.get("video_dir"):
+      raise ValueError("video_dir: dataset 'video_files' reads a folder of videos; set "
+                       "--config.video_dir=PATH (a folder, searched recursively, or a glob)")
+    short_side = config.video_short_side
+    if short_side != 0 and short_side < max(config.image_size, factor):
+      raise ValueError(f"video_short_side: {short_side} is smaller than image_size "
+                       f"{config.image_size}; use 0 (native size) or at least "
+                       f"{max(config.image_size, factor)}")
   if config.num_input_frames < 1:
     raise ValueError(f"num_input_frames: {config.num_input_frames} must be at least 1")
   if config.test_future_frames < 2:
