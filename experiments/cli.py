@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
 
@@ -52,3 +54,29 @@ def parse_config_arg(arg: str | None, variants, modifiers, default: str) -> tupl
         f"{sorted(variants)}, modifiers: {list(modifiers)}"
         + (f" (unknown: {unknown})" if unknown else " (more than one variant)"))
   return (chosen[0] if chosen else default), {w for w in words if w in modifiers}
+
+
+def load_run_config(workdir: str, *, task: str, chapter: str, config_file: str, flag: str):
+  """The config a run was trained with, from `<workdir>/config.json`.
+
+  Args:
+    workdir: the run's directory.
+    task: the task the run must be of, e.g. 'video_pred'.
+    chapter: how messages name it, e.g. 'chapter 4'.
+    config_file: the `--config` that trains such a run, for the message when there is none.
+    flag: the command's flag that named the workdir, for messages.
+
+  Raises:
+    ValueError: no `config.json`, or a run of another task.
+  """
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{flag}: {workdir} has no config.json; train there first with "
+                     f"python -m experiments.main --config={config_file} --workdir={workdir}")
+  with open(path) as f:
+    config = config_dict.ConfigDict(json.load(f))
+  if config.get("task") != task:
+    raise ValueError(f"{flag}: {workdir} holds a {config.get('task')!r} run, not a {chapter} "
+                     f"({task}) one")
+  return config

@@ -18,7 +18,6 @@ after `--frame_stride`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -55,26 +54,6 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdir", "input", "output"])
 
 
-def load_config(workdir: str):
-  """The config a run was trained with, from `<workdir>/config.json`.
-
-  Raises:
-    ValueError: no `config.json`, or a run of another task.
-  """
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"workdir: {workdir} has no config.json; train there first with "
-                     f"python -m experiments.main --config=experiments/video_pred.py "
-                     f"--workdir={workdir}")
-  with open(path) as f:
-    config = config_dict.ConfigDict(json.load(f))
-  if config.get("task") != "video_pred":
-    raise ValueError(f"workdir: {workdir} holds a {config.get('task')!r} run, not a chapter 4 "
-                     f"(video_pred) one")
-  return config
-
-
 def _check_flags() -> None:
   """Flag values that need no file: checked before anything is read or computed."""
   from uncertainty_jax.evaluation import predict  # pylint: disable=g-import-not-at-top
@@ -99,7 +78,8 @@ def run(workdir: str, input_path: str, output: str) -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   ext = predict.check_output_path(output)
-  config = load_config(workdir)
+  config = cli.load_run_config(workdir, task="video_pred", chapter="chapter 4", flag="workdir",
+                               config_file="experiments/video_pred.py")
   m, n = config.num_input_frames, FLAGS.num_frames
   multiple = 2 ** (config.num_scales - 1)
   frames = video_files.read_frames(input_path, short_side=FLAGS.short_side,

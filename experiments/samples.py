@@ -29,28 +29,13 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["workdirs", "output"])
 
 
-def load_config(workdir: str):
-  """The config a run was trained with, from `<workdir>/config.json`."""
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise ValueError(f"workdirs: {workdir} has no config.json; train there first with "
-                     f"python -m experiments.main --config=experiments/ebgan.py:VARIANT "
-                     f"--workdir={workdir}")
-  with open(path) as f:
-    config = config_dict.ConfigDict(json.load(f))
-  if config.get("task") != "ebgan":
-    raise ValueError(f"workdirs: {workdir} holds a {config.get('task')!r} run, not a chapter 6 "
-                     f"(ebgan) one")
-  return config
-
-
 def panels(workdirs, num: int) -> dict:
   """`{caption: samples [num, H, W, C]}` for each workdir's latest checkpoint."""
   from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
   out = {}
   for workdir in workdirs:
-    config = load_config(workdir)
+    config = cli.load_run_config(workdir, task="ebgan", chapter="chapter 6", flag="workdirs",
+                                  config_file="experiments/ebgan.py:VARIANT")
     task, state, _ = loop.restore(config, workdir)
     step = int(state.step)
     caption = f"{config.variant}, step {step}"

@@ -38,6 +38,24 @@ class VideoDataset(abc.ABC):
     """
 
 
+class ClipLengths:
+  """`clip_length` and `test_clip_length` for a dataset that stores its `_num_input_frames` and
+  `_test_future_frames`."""
+
+  _num_input_frames: int
+  _test_future_frames: int
+
+  @property
+  def clip_length(self) -> int:
+    """`T` of a training clip: the input frames and the one to predict."""
+    return self._num_input_frames + 1
+
+  @property
+  def test_clip_length(self) -> int:
+    """`T_test` of a test clip: the input frames and the future ones to compare."""
+    return self._num_input_frames + self._test_future_frames
+
+
 def make_global_batch(local: dict[str, np.ndarray], sharding: jax.sharding.Sharding
                       ) -> dict[str, jax.Array]:
   """Assembles each process' share of a batch into global arrays sharded with `sharding`.

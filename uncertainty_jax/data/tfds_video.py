@@ -179,7 +179,7 @@ def _motion_crop(tf: Any, frames: Any, size: int, seed: Any, num_candidates: int
   return frames[:, y:y + size, x:x + size, :]
 
 
-class _TfdsVideoDataset(base.VideoDataset):
+class _TfdsVideoDataset(base.ClipLengths, base.VideoDataset):
   """The deterministic, resumable, per-process training stream shared by the TFDS datasets.
 
   Subclasses say which records feed training (`_train_records`), what each record keeps before
@@ -219,16 +219,6 @@ class _TfdsVideoDataset(base.VideoDataset):
     self._tf, self._tfds = _import_tf()
     self._iterator = None
     self._next_step = None
-
-  @property
-  def clip_length(self) -> int:
-    """`T` of a training clip: the input frames and the one to predict."""
-    return self._num_input_frames + 1
-
-  @property
-  def test_clip_length(self) -> int:
-    """`T_test` of a test clip: the input frames and the future ones to compare."""
-    return self._num_input_frames + self._test_future_frames
 
   def train_batch(self, step: int) -> dict[str, jax.Array]:
     """The global training batch of `step`, `{'frames': [B, T, image_size, image_size, 3]}`."""

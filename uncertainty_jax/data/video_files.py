@@ -444,7 +444,7 @@ def _plural(n: int, word: str) -> str:
   return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-class VideoFilesDataset(base.VideoDataset):
+class VideoFilesDataset(base.ClipLengths, base.VideoDataset):
   """Training patches and full-frame test clips from a folder of videos; see the module docstring.
 
   Args:
@@ -584,16 +584,6 @@ class VideoFilesDataset(base.VideoDataset):
         logging.warning("video_files: skipping %s (%s): %s", _plural(len(names), f"{role} video"),
                         why, shown)
     return clips
-
-  @property
-  def clip_length(self) -> int:
-    """`T` of a training clip: the input frames and the one to predict."""
-    return self._num_input_frames + 1
-
-  @property
-  def test_clip_length(self) -> int:
-    """`T_test` of a test clip: the input frames and the future ones to compare."""
-    return self._num_input_frames + self._test_future_frames
 
   # --- training ---------------------------------------------------------------------------------
 
