@@ -4,9 +4,12 @@ from uncertainty_jax.layers.conv import ValidConv
 from uncertainty_jax.layers.conv import same_conv2d
 from uncertainty_jax.layers.conv import valid_conv2d
 from uncertainty_jax.layers.init import torch_uniform
+from uncertainty_jax.layers.phase_pooling import PoolSpec
+from uncertainty_jax.layers.phase_pooling import phase_pool
+from uncertainty_jax.layers.phase_pooling import phase_unpool
 from uncertainty_jax.layers.pyramid import downsample
 from uncertainty_jax.layers.pyramid import image_pyramid
 from uncertainty_jax.layers.pyramid import upsample2x
 
-__all__ = ["ValidConv", "downsample", "image_pyramid", "same_conv2d", "torch_uniform", "upsample2x",
-           "valid_conv2d"]
+__all__ = ["PoolSpec", "ValidConv", "downsample", "image_pyramid", "phase_pool", "phase_unpool",
+           "same_conv2d", "torch_uniform", "upsample2x", "valid_conv2d"]

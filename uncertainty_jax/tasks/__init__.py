@@ -10,6 +10,7 @@ from uncertainty_jax.tasks.base import Task
 TASKS = {
     "video_pred": ("uncertainty_jax.tasks.video_pred", "VideoPredictionTask"),
     "ebgan": ("uncertainty_jax.tasks.ebgan", "EBGANTask"),
+    "linearize": ("uncertainty_jax.tasks.linearize", "LinearizeTask"),
 }
 
 

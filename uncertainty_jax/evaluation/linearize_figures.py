@@ -1,0 +1,86 @@
+"""Chapter 3's figures: interpolation in code space (Figures 3.5-3.7) and decoder filters (3.3).
+
+Both return uint8 RGB images; `visualize.save_png` writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from uncertainty_jax.evaluation import visualize
+
+
+def interpolation_grid(truth, decoded, times: Sequence[float], *, border: int = 1) -> np.ndarray:
+  """Two rows per example: the true renders at `times`, then the frames decoded from codes there.
+
+  True frames are framed in green. Decoded frames between the two input frames (1 <= t <= 2) are
+  framed in white, extrapolated ones (t < 1 or t > 2, t = 3 being the prediction) in red.
+
+  Args:
+    truth: `[B, T, H, W, C]` in [-1, 1], C in (1, 3).
+    decoded: the same shape.
+    times: the T times, e.g. (0, 0.5, 1, 1.5, 2, 2.5, 3).
+    border: pixels of frame around each cell.
+
+  Returns:
+    `[2 B (H + 2 border), T (W + 2 border), 3]` uint8.
+  """
+  truth = np.asarray(truth)
+  decoded = np.asarray(decoded)
+  if truth.ndim != 5 or truth.shape != decoded.shape or truth.shape[1] != len(times):
+    raise ValueError(f"truth {truth.shape}, decoded {decoded.shape}: expected equal shapes "
+                     f"[B, {len(times)}, H, W, C], one frame per time")
+  rows = []
+  for b in range(truth.shape[0]):
+    true_cells = visualize._framed(visualize._rgb(visualize.to_uint8(truth[b])), border,  # pylint: disable=protected-access
+                                   visualize.TARGET_COLOR)
+    model = visualize._rgb(visualize.to_uint8(decoded[b]))  # pylint: disable=protected-access
+    model_cells = np.stack([
+        visualize._framed(frame, border, visualize.INPUT_COLOR if 1.0 <= t <= 2.0  # pylint: disable=protected-access
+                          else visualize.PREDICTION_COLOR)
+        for frame, t in zip(model, times)])
+    rows.extend([true_cells, model_cells])
+  return visualize._tile(np.stack(rows))  # pylint: disable=protected-access
+
+
+def decoder_filters(kernel, group: int, *, scale: int = 3, gap: int = 2) -> np.ndarray:
+  """The decoder's filters, one per unpooled map, laid out by pool group (Figure 3.3).
+
+  Args:
+    kernel: the decoder convolution's kernel `[k, k, F, C]` (F unpooled maps, C image channels).
+    group: maps per pool group along the feature topology; each group's filters sit side by side
+      on one line of the figure, up to 8 groups per line.
+    scale: pixel repetition of each filter.
+    gap: pixels between filters (and twice that between groups).
+
+  Returns:
+    uint8 RGB; each filter is normalised to its own range.
+  """
+  kernel = np.asarray(kernel, np.float32)
+  if kernel.ndim != 4 or kernel.shape[-1] not in (1, 3):
+    raise ValueError(f"kernel: shape {kernel.shape}; expected [k, k, F, C] with C in (1, 3)")
+  k, _, f, _ = kernel.shape
+  if group < 1 or f % group:
+    raise ValueError(f"group: {group} does not divide the {f} maps")
+  filters = np.moveaxis(kernel, 2, 0)  # [F, k, k, C]
+  low = filters.min(axis=(1, 2, 3), keepdims=True)
+  high = filters.max(axis=(1, 2, 3), keepdims=True)
+  filters = (filters - low) / np.maximum(high - low, 1e-12)
+  filters = np.repeat(np.repeat(filters, scale, axis=1), scale, axis=2)
+  filters = visualize._rgb(np.round(filters * 255).astype(np.uint8))  # pylint: disable=protected-access
+  side = k * scale
+  groups_per_line = max(1, min(8, f // group))
+  num_groups = f // group
+  lines = -(-num_groups // groups_per_line)
+  cell = side + gap
+  group_width = group * cell + 2 * gap
+  out = np.full((lines * (cell + gap) + gap, groups_per_line * group_width + gap, 3), 255, np.uint8)
+  for g in range(num_groups):
+    line, col = divmod(g, groups_per_line)
+    for j in range(group):
+      y = gap + line * (cell + gap)
+      x = gap + col * group_width + j * cell
+      out[y:y + side, x:x + side] = filters[g * group + j]
+  return out
