@@ -11,7 +11,7 @@ Evaluation, on the dataset's fixed test triplets and trajectories:
 
 * `test/prediction`: eq. 3.6's first term (half the summed squared error of a predicted frame),
   and `test/mse`, its per-pixel mean squared error; with delta, inferred from the target as in
-  training, and also at delta = 0 (`.../zero_delta`). `test/mse_copy_last` is the error of
+  training, and also at delta = 0 (`..._zero_delta`). `test/mse_copy_last` is the error of
   copying frame 2, for scale.
 * `test/cosine`: the mean cosine between successive code differences along test trajectories at
   t = 0, 1, 2, 3 (1 is perfectly linear), on the codes the curvature penalty sees.
@@ -45,7 +45,7 @@ INTERP_TIMES = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 CORRECTIONS = ("thesis", "residual")
 # name -> (module, factory taking (config, sharding)).
 DATASETS = {
-    "rotating_toys": ("uncertainty_jax.data.rotations", "from_config"),
+    "rotating_toys": ("uncertainty_jax.data.rotations", "RotationTriplets.from_config"),
     "rigid_photos": ("uncertainty_jax.data.rigid_triplets", "from_config"),
 }
 # Training triplets whose inferred delta fits the skip classifier.
@@ -87,7 +87,10 @@ def get_triplet_dataset(config, sharding):
   """The triplet dataset named by `config.dataset`."""
   import importlib  # pylint: disable=g-import-not-at-top
   module, factory = DATASETS[config.dataset]
-  return getattr(importlib.import_module(module), factory)(config, sharding)
+  target = importlib.import_module(module)
+  for name in factory.split("."):
+    target = getattr(target, name)
+  return target(config, sharding)
 
 
 class LinearizeTask(Task):
@@ -227,7 +230,7 @@ class LinearizeTask(Task):
       target = frames[:, 2]
       n = frames.shape[0]
       count += n
-      variants = [("", True)] + ([("/zero_delta", False)] if c.latent_dim else [])
+      variants = [("", True)] + ([("_zero_delta", False)] if c.latent_dim else [])
       for suffix, infer in variants:
         pred, delta = self.predict_triplets(params, frames, infer)
         err = np.asarray(losses.prediction_error(pred, target))
@@ -289,12 +292,23 @@ class LinearizeTask(Task):
     if jax.process_index() != 0:
       return
     from uncertainty_jax.evaluation import linearize_figures  # pylint: disable=g-import-not-at-top
+    from uncertainty_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
     c = self.config
     params = jax.device_get(state.generator.params)
     traj = np.asarray(dataset.test_trajectories(c.num_sample_clips))
     interp = np.asarray(self.interpolate(params, jnp.asarray(traj[:, 2::2])))
     grid = linearize_figures.interpolation_grid(traj, interp, INTERP_TIMES)
-    from uncertainty_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
     visualize.save_png(os.path.join(sample_dir, f"interpolation_{step:08d}.png"), grid)
-    writer.write_images(step, {"samples/interpolation": grid})
+    images = {"samples/interpolation": grid}
+    if self.arch.kind == "shallow":
+      filters = self.decoder_filters(params)
+      visualize.save_png(os.path.join(sample_dir, f"decoder_filters_{step:08d}.png"), filters)
+      images["samples/decoder_filters"] = filters
+    writer.write_images(step, images)
+
+  def decoder_filters(self, params):
+    """Figure 3.3: the shallow decoder's filters, one per unpooled map, by pool group."""
+    from uncertainty_jax.evaluation import linearize_figures  # pylint: disable=g-import-not-at-top
+    kernel = np.asarray(params["dec_conv0"]["kernel"])
+    return linearize_figures.decoder_filters(kernel, self.arch.pool.feature)
 
