@@ -53,6 +53,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.num_interp_clips = 64  # test trajectories scored at t = 0, 1/2, ..., 3
   c.num_sample_clips = 8  # rows of the interpolation figure
   c.eval_batch_size = 64
+  # With `latent` on `skip` data: training triplets whose inferred delta fits the linear probe of s.
+  c.skip_probe_examples = 1024
 
   # Model (Table 3.1).
   c.architecture = "deep3"
@@ -108,5 +110,6 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.num_interp_clips = 4
     c.num_sample_clips = 2
     c.eval_batch_size = 8
+    c.skip_probe_examples = 64
   c.lock()
   return c

@@ -3,6 +3,7 @@
     python -m experiments.reproduce --table=4.4                      # about an hour on 2 CPU cores
     python -m experiments.reproduce --table=4.4 --budget=0.5         # half the training steps
     python -m experiments.reproduce --table=4.4 --budget=tiny --workdir=/tmp/r --results_dir=/tmp/r
+    python -m experiments.reproduce --table=3                        # chapter 3, about an hour
 
 Table 4.4 trains every row of Table 4.3 (single-scale L2, L2, L1, GDL L1, Adv), Model 1 (Adv +
 GDL) and Model 2 on `moving_photos`, and L2, Model 1 and Model 2 on `multimodal_photos`, one run
@@ -12,12 +13,18 @@ error (nothing in it is touched). It then writes `RESULTS_DIR/video_pred.md` (ta
 Table 4.4 a and b, the reference predictors included, and the mode-fidelity table),
 `video_pred.json` (every number), and `video_pred.png` / `.gif` (test clips with each model's 1st
 and 2nd predicted frames, and the optical-flow reference's), likewise `video_pred_multimodal.*`.
+
+Table 3 (chapter 3, which has no numbered results table: its claims, as one table) trains Shallow 1
+and 2 on rigid-transform triplets of the bundled photographs, Deep 1, 2 and 3 on rotation triplets
+of the NORB-like toys, and Deep 3 on triplets with skips without and with the latent delta, then
+writes `linearize.md`, `linearize.json` and the figures listed in `experiments/linearize_table.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -36,7 +43,7 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command's flags; defined when it runs, so that importing this module defines none."""
-  flags.DEFINE_string("table", None, "Which table: 4.4.")
+  flags.DEFINE_string("table", None, "Which table: 4.4 (chapter 4) or 3 (chapter 3).")
   flags.DEFINE_string("workdir", "runs/reproduce", "One run directory per row goes here.")
   flags.DEFINE_string("results_dir", "results", "Where the table and figures go.")
   flags.DEFINE_list("rows", None, "Only these rows (run directory names, e.g. l1,model1); "
@@ -53,15 +60,17 @@ class Row:
   Attributes:
     name: its run directory under the workdir.
     label: its row label, as in the thesis.
-    config_arg: the `experiments/video_pred.py:ARGS` of its config.
+    config_arg: the `experiments/CONFIG_MODULE.py:ARGS` of its config.
     steps: training steps at budget 1.
-    overrides: config fields set on top of `REPRODUCE`.
+    overrides: config fields set on top of the table's settings (`SETTINGS`).
+    config_module: the chapter's config, a module of `experiments`.
   """
   name: str
   label: str
   config_arg: str
   steps: int
   overrides: tuple[tuple[str, Any], ...] = ()
+  config_module: str = "video_pred"
 
 
 # Training settings of every row at budget 1, sized so that the table trains in about an hour on
@@ -89,7 +98,25 @@ TABLE_4_4_MULTIMODAL = (
     Row("multimodal_model1", "Model 1 (Adv+GDL)", "model1,multimodal", 800, _MULTIMODAL),
     Row("multimodal_model2", "Model 2", "model2,multimodal", 400, _MULTIMODAL),
 )
-TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL)}
+# Chapter 3 at the `cpu` widths (a quarter of Table 3.1's), sized to train in about an hour on
+# 2 CPU cores; the test sets of 256 triplets and 64 trajectories are those of the configs.
+REPRODUCE_LINEARIZE = dict(width_multiplier=0.25)
+_LIN = "linearize"
+TABLE_3 = (
+    Row("shallow1", "Shallow 1", "shallow1", 1500, config_module=_LIN),
+    Row("shallow2", "Shallow 2", "shallow2", 1500, config_module=_LIN),
+    Row("deep1", "Deep 1", "deep1", 2000, config_module=_LIN),
+    Row("deep2", "Deep 2", "deep2", 2000, config_module=_LIN),
+    Row("deep3", "Deep 3", "deep3", 2000, config_module=_LIN),
+    Row("deep3_skip", "Deep 3, skips, eq. 3.6", "deep3,skip", 2000, config_module=_LIN),
+    Row("deep3_skip_latent", "Deep 3, skips, delta (eq. 3.13)", "deep3,skip,latent", 2000,
+        config_module=_LIN),
+)
+TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL), "3": (TABLE_3,)}
+# Each chapter's settings at budget 1, under the rows' own overrides.
+SETTINGS = {"video_pred": REPRODUCE, "linearize": REPRODUCE_LINEARIZE}
+# The results files' base name per table.
+RESULTS_NAMES = {"4.4": "video_pred", "3": "linearize"}
 # Wall-clock training seconds of a row, in its run directory.
 _SECONDS_FILE = "reproduce_seconds.json"
 # Test clips shown in the figures.
@@ -115,13 +142,13 @@ def parse_budget(budget: str) -> float | None:
 
 def row_config(row: Row, scale: float | None):
   """The config of `row` at budget `scale` (None = tiny), with its budget resolved."""
-  from experiments import video_pred  # pylint: disable=g-import-not-at-top
   from uncertainty_jax.training import loop  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"experiments.{row.config_module}")
   if scale is None:
-    config = video_pred.get_config(row.config_arg + ",tiny")
+    config = module.get_config(row.config_arg + ",tiny")
   else:
-    config = video_pred.get_config(row.config_arg)
-    settings = dict(REPRODUCE, **dict(row.overrides))
+    config = module.get_config(row.config_arg)
+    settings = dict(SETTINGS[row.config_module], **dict(row.overrides))
     steps = max(1, round(row.steps * scale))
     # Four evaluations per run show how each row got where it ends.
     settings.update(total_steps=steps, eval_every=max(1, steps // 4),
@@ -336,9 +363,17 @@ def reproduce(table: str, workdir: str, results_dir: str, budget: str, command: 
       if reused:
         print("  finished earlier; reusing its evaluation", flush=True)
       out.append(dict(name=row.name, label=row.label, config_arg=row.config_arg,
-                      steps=config.total_steps, seconds=seconds, frame_size=config.test_frame_size,
+                      steps=config.total_steps, seconds=seconds,
+                      frame_size=config.get("test_frame_size"), dataset=config.dataset,
                       run_dir=run_dir, eval=record))
     results.append(out)
+  if table == "3":
+    from experiments import linearize_table  # pylint: disable=g-import-not-at-top
+    markdown = linearize_table.write_results(
+        results_dir, command=command, machine=_machine(),
+        budget="tiny" if scale is None else f"{scale:g}", rows=results[0])
+    linearize_table.write_figures(results_dir, results[0], configs)
+    return markdown
   markdown = write_results(results_dir, command=command, machine=_machine(), scale=scale,
                            main_rows=results[0], mode_rows=results[1] if len(results) > 1 else [])
   for group, name in zip(groups, ("video_pred", "video_pred_multimodal")):
@@ -369,7 +404,8 @@ def main(argv) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(markdown)
-  print(f"wrote {os.path.join(FLAGS.results_dir, 'video_pred.md')}, video_pred.json and figures")
+  name = RESULTS_NAMES[FLAGS.table]
+  print(f"wrote {os.path.join(FLAGS.results_dir, name + '.md')}, {name}.json and figures")
   return 0
 
 

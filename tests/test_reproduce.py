@@ -101,7 +101,7 @@ def test_run_directory_of_another_config_is_an_error_and_is_left_alone(tiny_run,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--table=4.3"], "unknown table '4.3'; valid: ['4.4']"),
+    (["--table=4.3"], "unknown table '4.3'; valid: ['3', '4.4']"),
     (["--table=4.4", "--budget=-1"], "budget: '-1' is neither a positive number nor 'tiny'"),
     (["--table=4.4", "--rows=l3"], "rows: unknown rows ['l3']"),
     (["--table=4.4", "--rows=multimodal_l2"], "at least one row of the main table"),
@@ -122,3 +122,35 @@ def test_row_configs_scale_steps_and_keep_the_variant():
       assert config.d_loss_reduction == "sum"
       assert config.dataset == ("multimodal_photos" if "multimodal" in row.config_arg
                                 else "moving_photos")
+
+
+def test_table_3_tiny_writes_its_table_and_figures(tmp_path):
+  proc = _run("--table=3", "--budget=tiny", "--rows=shallow1,deep3_skip_latent",
+              f"--workdir={tmp_path / 'runs'}", f"--results_dir={tmp_path / 'results'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = tmp_path / "results"
+  markdown = (results / "linearize.md").read_text()
+  assert "python -m experiments.reproduce --table=3 --budget=tiny" in markdown
+  payload = _strict_json((results / "linearize.json").read_text())
+  assert [row["name"] for row in payload["rows"]] == ["shallow1", "deep3_skip_latent"]
+  for row in payload["rows"]:
+    with open(os.path.join(row["run_dir"], "eval.json")) as f:
+      assert row["eval"] == _strict_json(f.read())
+    # The table's cells are the run's numbers.
+    assert f"{row['eval']['test/mse']:.4f}" in markdown
+  latent = payload["rows"][1]["eval"]
+  assert f"{latent['skip/accuracy']:.3f}" in markdown
+  # Of the figures, only those of trained rows are drawn: the skip comparison and Shallow 1's
+  # filters.
+  assert sorted(p.name for p in results.glob("*.png")) == ["linearize_filters_shallow1.png",
+                                                           "linearize_skip.png"]
+  skip = np.asarray(Image.open(results / "linearize_skip.png"))
+  assert skip.ndim == 3 and skip.shape[1] == 7 * 34 * 2  # 7 times, 32 px + borders, scale 2
+
+
+def test_table_3_rows_scale_their_steps():
+  scale = reproduce.parse_budget("0.5")
+  for row in reproduce.TABLES["3"][0]:
+    config = reproduce.row_config(row, scale)
+    assert config.task == "linearize" and config.total_steps == round(row.steps * 0.5)
+    assert config.width_multiplier == 0.25

@@ -21,7 +21,8 @@ Evaluation, on the dataset's fixed test triplets and trajectories:
   difference (eq. 4.8) to the truth.
 * With delta on data with skips: `skip/accuracy`, the test accuracy of a logistic regression
   (scikit-learn) that predicts the skip s from the inferred delta, fitted on deltas of training
-  triplets (the thesis reports 94%), and `skip/chance`, the majority-class rate.
+  triplets (`skip_probe_examples` of them; the thesis reports 94%), and `skip/chance`, the
+  majority-class rate.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ DATASETS = {
     "rotating_toys": ("uncertainty_jax.data.rotations", "RotationTriplets.from_config"),
     "rigid_photos": ("uncertainty_jax.data.rigid_triplets", "from_config"),
 }
-# Training triplets whose inferred delta fits the skip classifier.
-_SKIP_FIT_EXAMPLES = 1024
 _MAX_VAL = 2.0  # images in [-1, 1]
 
 
@@ -270,7 +269,7 @@ class LinearizeTask(Task):
     c = self.config
     train_deltas, train_skips = [], []
     step = 0
-    while sum(len(d) for d in train_deltas) < _SKIP_FIT_EXAMPLES:
+    while sum(len(d) for d in train_deltas) < c.skip_probe_examples:
       # Steps far beyond training give triplets the model has not seen.
       batch = dataset.train_batch(2 ** 31 - 1 - step)
       step += 1
