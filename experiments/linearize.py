@@ -45,7 +45,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.seed = 0
 
   # Data: triplets [B, 3, S, S, C]; the test set is fixed.
-  c.dataset = "rotating_toys"  # or "rigid_photos"
+  c.dataset = "rotating_toys"  # or "rigid_photos"; "smallnorb" (TFDS, 1 channel)
+  c.tfds_data_dir = ""  # '' = TFDS' default data dir
   c.image_size = 32
   c.channels = 1
   c.skip = False  # 3.3.3: the third frame skips one step with probability 1/2

@@ -72,3 +72,37 @@ def test_video_decode_benchmark_reports_rates():
   for needle in ("decode (1 thread):", "cached frames:", "training batches:",
                  "training batches, no cache:", "ratio training batches cached / no cache:"):
     assert needle in out.stdout
+
+
+def test_linearize_step_benchmark_reports_every_k():
+  from benchmarks.linearize_step import COLUMNS  # pylint: disable=g-import-not-at-top
+  out = _run("benchmarks.linearize_step", "--tiny", "--steps=1", "--ks=0,1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith("machine: ") and "backend" in lines[0] and "jax" in lines[0]
+  header = next(line for line in lines if line.startswith("row "))
+  assert header.split() == list(COLUMNS)
+  table = lines[lines.index(header) + 1:]
+  rows = {}
+  for name, latent_dim, k in (("no delta", 0, "-"), ("k=0", 3, "0"), ("k=1", 3, "1")):
+    fields = next(line for line in table if line.startswith(name + " ")).split()
+    assert fields[-10:-8] == [str(latent_dim), k], fields
+    rows[name] = [float(v) for v in fields[-8:]]
+  assert len([line for line in table if line.startswith(("no delta ", "k="))]) == 3
+  base_s = rows["no delta"][1]
+
+  def tol(x):  # printed rounding: s/step and GFLOP/step to 4 decimals, ratios to 2
+    return 0.006 + 0.02 * abs(x)
+
+  for name, (_, step_s, steps_per_s, images_per_s, gflop, flop_ratio, ratio, ratio_k) in (
+      rows.items()):
+    k = 0 if name == "no delta" else int(name[2:])
+    assert step_s > 0 and steps_per_s > 0 and images_per_s > 0 and gflop > 0, name
+    assert abs(steps_per_s - 1 / step_s) <= tol(steps_per_s), name
+    assert abs(images_per_s - 3 * 8 * steps_per_s) <= tol(images_per_s), name  # 3 frames, batch 8
+    assert abs(ratio - step_s / base_s) <= tol(ratio), name
+    assert abs(ratio_k - step_s / ((k + 1) * base_s)) <= tol(ratio_k), name
+    assert abs(flop_ratio - gflop / rows["no delta"][4]) <= tol(flop_ratio), name
+  assert rows["no delta"][5:] == [1.0, 1.0, 1.0]
+  # The delta loop's forward and backward passes add work the cost analysis counts.
+  assert rows["k=1"][4] > rows["k=0"][4] and rows["k=1"][5] > 1.0

@@ -48,6 +48,7 @@ CORRECTIONS = ("thesis", "residual")
 DATASETS = {
     "rotating_toys": ("uncertainty_jax.data.rotations", "RotationTriplets.from_config"),
     "rigid_photos": ("uncertainty_jax.data.rigid_triplets", "from_config"),
+    "smallnorb": ("uncertainty_jax.data.smallnorb", "SmallNorbTriplets.from_config"),
 }
 _MAX_VAL = 2.0  # images in [-1, 1]
 
