@@ -147,3 +147,9 @@ def test_decoder_filters_rejects_a_group_that_does_not_divide_the_maps(maps, gro
 def test_decoder_filters_rejects_a_kernel_that_is_not_k_k_f_c(shape):
   with pytest.raises(ValueError, match="kernel: shape"):
     linearize_figures.decoder_filters(np.zeros(shape, np.float32), 2)
+
+
+def test_comparison_grid_refuses_labels_the_caption_font_cannot_draw():
+  truth = np.zeros((1, 7, 8, 8, 1), np.float32)
+  with pytest.raises(ValueError, match="Latin-1"):
+    linearize_figures.comparison_grid(truth, {"with δ": truth}, (0, 0.5, 1, 1.5, 2, 2.5, 3))

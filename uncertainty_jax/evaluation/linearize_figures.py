@@ -115,6 +115,7 @@ def comparison_grid(truth, decoded, times: Sequence[float], *, scale: int = 2,
   blocks = [("truth", visualize._framed(visualize._rgb(visualize.to_uint8(truth)), border,  # pylint: disable=protected-access
                                         visualize.TARGET_COLOR))]
   for label, frames in decoded.items():
+    visualize.check_label("decoded: label", label)
     frames = np.asarray(frames)
     if frames.shape != truth.shape:
       raise ValueError(f"decoded[{label!r}]: shape {frames.shape}; expected {truth.shape}")
