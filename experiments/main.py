@@ -62,7 +62,8 @@ def main(argv) -> int:
       loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     else:
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, CheckpointError, loop.NonFiniteLossError, ImportError) as e:
+  except (ValueError, CheckpointError, loop.NonFiniteLossError, ImportError,
+          FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

@@ -182,6 +182,7 @@ def test_inferred_delta_lowers_the_prediction_error():
     ("latent_steps", -1, "latent_steps: -1"),
     ("latent_correction", "other", "latent_correction: 'other'"),
     ("dataset", "norb", "unknown dataset 'norb'"),
+    ("channels", 3, "channels: 3, but dataset 'rotating_toys' is grayscale"),
 ])
 def test_bad_config_is_a_clear_error(field, value, message):
   from uncertainty_jax.tasks import linearize as task_lib  # pylint: disable=g-import-not-at-top

@@ -51,6 +51,8 @@ DATASETS = {
     "smallnorb": ("uncertainty_jax.data.smallnorb", "SmallNorbTriplets.from_config"),
 }
 _MAX_VAL = 2.0  # images in [-1, 1]
+# Datasets of one channel; `rigid_photos` gives `channels` (1 or 3).
+_GRAYSCALE = ("rotating_toys", "smallnorb")
 
 
 def validate_config(config) -> None:
@@ -58,6 +60,9 @@ def validate_config(config) -> None:
   models.architecture(config.architecture, config.width_multiplier or 1.0)
   if config.dataset not in DATASETS:
     raise ValueError(f"dataset: unknown dataset {config.dataset!r}; valid: {sorted(DATASETS)}")
+  if config.dataset in _GRAYSCALE and config.channels != 1:
+    raise ValueError(f"channels: {config.channels}, but dataset {config.dataset!r} is grayscale; "
+                     f"set --config.channels=1")
   if not config.beta >= 0:
     raise ValueError(f"beta: {config.beta!r} must be >= 0 (the phase-pooling softmax "
                      f"temperature of eq. 3.7; 0 is average pooling)")
