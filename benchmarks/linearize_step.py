@@ -41,6 +41,7 @@ from uncertainty_jax.tasks import linearize as linearize_task
 from uncertainty_jax.training import sharding as sharding_lib
 from uncertainty_jax.training import steps as steps_lib
 
+FLAGS = flags.FLAGS
 DEFAULT_KS = (0, 1, 5, 10)
 LATENT_DIM = 3
 FRAMES_PER_EXAMPLE = 3
@@ -48,18 +49,21 @@ NO_DELTA = "no delta"
 COLUMNS = ("row", "latent_dim", "k", "compile_s", "s/step", "steps/s", "images/s", "GFLOP/step",
            "flop_vs_no_delta", "vs_no_delta", "vs_(k+1)x_no_delta")
 
-_VARIANT = flags.DEFINE_string("variant", "deep3", "Variant of experiments/linearize.py, from "
-                               f"{list(linearize_config.VARIANTS)} (deep1 has no delta).")
-_WIDTH = flags.DEFINE_float("width", None, "width_multiplier; default the cpu budget's (0.25), "
-                            "or with --tiny the tiny config's.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Examples (triplets) per step; default 32, "
-                                   "or with --tiny the tiny config's (8).")
-_KS = flags.DEFINE_list("ks", [str(k) for k in DEFAULT_KS], "Numbers k of delta gradient steps "
-                        "(latent_steps), each timed with latent_dim 3.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per row (after the warm-up).")
-_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per row after compiling.")
-_TINY = flags.DEFINE_bool("tiny", False, "The variant's tiny config (width 1/16, batch 8), for the "
-                          "tests.")
+
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so that importing this module defines none."""
+  flags.DEFINE_string("variant", "deep3", "Variant of experiments/linearize.py, from "
+                      f"{list(linearize_config.VARIANTS)} (deep1 has no delta).")
+  flags.DEFINE_float("width", None, "width_multiplier; default the cpu budget's (0.25), or with "
+                     "--tiny the tiny config's.")
+  flags.DEFINE_integer("batch_size", None, "Examples (triplets) per step; default 32, or with "
+                       "--tiny the tiny config's (8).")
+  flags.DEFINE_list("ks", [str(k) for k in DEFAULT_KS], "Numbers k of delta gradient steps "
+                    "(latent_steps), each timed with latent_dim 3.")
+  flags.DEFINE_integer("steps", 10, "Timed steps per row (after the warm-up).")
+  flags.DEFINE_integer("warmup", 1, "Untimed steps per row after compiling.")
+  flags.DEFINE_bool("tiny", False, "The variant's tiny config (width 1/16, batch 8), for the "
+                    "tests.")
 
 
 def _cpu_model() -> str:
@@ -87,14 +91,14 @@ def _parse_ks(values: list[str]) -> list[int]:
 
 def _config(latent_dim: int, latent_steps: int):
   """The variant's config with the flags' width and batch size and the given delta settings."""
-  c = linearize_config.get_config(f"{_VARIANT.value},tiny" if _TINY.value else _VARIANT.value)
+  c = linearize_config.get_config(f"{FLAGS.variant},tiny" if FLAGS.tiny else FLAGS.variant)
   c.unlock()
-  if _WIDTH.value is not None:
-    c.width_multiplier = _WIDTH.value
+  if FLAGS.width is not None:
+    c.width_multiplier = FLAGS.width
   elif c.width_multiplier is None:
     c.width_multiplier = c.budgets.cpu.width_multiplier
-  if _BATCH_SIZE.value is not None:
-    c.batch_size = _BATCH_SIZE.value
+  if FLAGS.batch_size is not None:
+    c.batch_size = FLAGS.batch_size
   c.latent_dim = latent_dim
   c.latent_steps = latent_steps
   c.lock()
@@ -162,16 +166,16 @@ def _print_table(rows: list[_Row], batch_size: int, delta_step_flops: float) -> 
 
 def main(argv):
   del argv
-  ks = _parse_ks(_KS.value)
-  if _VARIANT.value not in linearize_config.VARIANTS or _VARIANT.value == "deep1":
-    raise ValueError(f"--variant: {_VARIANT.value!r} is not a variant with delta; valid: "
+  ks = _parse_ks(FLAGS.ks)
+  if FLAGS.variant not in linearize_config.VARIANTS or FLAGS.variant == "deep1":
+    raise ValueError(f"--variant: {FLAGS.variant!r} is not a variant with delta; valid: "
                      f"{[v for v in linearize_config.VARIANTS if v != 'deep1']}")
-  if _STEPS.value < 1:
-    raise ValueError(f"--steps: {_STEPS.value} must be a positive integer")
-  if _WARMUP.value < 0:
-    raise ValueError(f"--warmup: {_WARMUP.value} must be an integer >= 0")
-  if _WIDTH.value is not None and not _WIDTH.value > 0:
-    raise ValueError(f"--width: {_WIDTH.value} must be positive")
+  if FLAGS.steps < 1:
+    raise ValueError(f"--steps: {FLAGS.steps} must be a positive integer")
+  if FLAGS.warmup < 0:
+    raise ValueError(f"--warmup: {FLAGS.warmup} must be an integer >= 0")
+  if FLAGS.width is not None and not FLAGS.width > 0:
+    raise ValueError(f"--width: {FLAGS.width} must be positive")
 
   mesh = sharding_lib.make_mesh()
   devices = jax.devices()
@@ -187,7 +191,7 @@ def main(argv):
         f"dataset={base_config.dataset} latent_correction={base_config.latent_correction}")
   dataset = linearize_task.LinearizeTask(base_config).make_dataset(
       sharding_lib.batch_sharding(mesh))
-  rounds = _WARMUP.value + _STEPS.value
+  rounds = FLAGS.warmup + FLAGS.steps
   batches = [dataset.train_batch(i) for i in range(rounds)]
   jax.block_until_ready(batches)
   keys = [jax.random.fold_in(jax.random.PRNGKey(base_config.seed), i) for i in range(rounds)]
@@ -199,15 +203,15 @@ def main(argv):
     print(f"k={k}: compile {rows[-1].compile_s:.1f} s", flush=True)
   delta_step_flops = _delta_step_flops(rows[-1].task, batches[0])
 
-  for i in range(_WARMUP.value):
+  for i in range(FLAGS.warmup):
     for row in rows:
       row.step(batches[i], keys[i])
-  for r in range(_STEPS.value):
-    i = _WARMUP.value + r
+  for r in range(FLAGS.steps):
+    i = FLAGS.warmup + r
     for row in rows[r % len(rows):] + rows[:r % len(rows)]:
       row.times.append(row.step(batches[i], keys[i]))
 
-  print(f"{_STEPS.value} timed steps per row (median), after {_WARMUP.value} warm-up; "
+  print(f"{FLAGS.steps} timed steps per row (median), after {FLAGS.warmup} warm-up; "
         f"load average {os.getloadavg()[0]:.2f} at the end")
   _print_table(rows, base_config.batch_size, delta_step_flops)
   print(f"GFLOP/step: XLA's cost analysis of the compiled step, plus k - 1 further delta steps at "
@@ -217,4 +221,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
