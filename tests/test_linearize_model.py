@@ -138,12 +138,12 @@ def test_model_gradient_treats_inferred_delta_as_a_constant():
   params = state.generator.params
   grad = jax.grad(lambda p: task.generator_loss(p, state, batch, None)[0])(params)
 
-  codes = task._encode3(params, frames)  # pylint: disable=protected-access
+  codes = task._encode_frames(params, frames)  # pylint: disable=protected-access
   delta_k = task.infer_delta(params, codes[0], codes[1], frames[:, 2])
   assert float(jnp.abs(delta_k).max()) > 0  # the inner loop moved
 
   def at_fixed_delta(p):
-    cs = task._encode3(p, frames)  # pylint: disable=protected-access
+    cs = task._encode_frames(p, frames)  # pylint: disable=protected-access
     pred = task._decode(p, task._predict(p, cs[0], cs[1], delta_k))  # pylint: disable=protected-access
     z = task._curvature_codes(cs)  # pylint: disable=protected-access
     return losses.linearization_loss(pred, frames[:, 2], *z, task.config.lambda_curvature)[0]
@@ -156,7 +156,7 @@ def test_the_three_frames_are_encoded_each_on_its_own():
   task = _tiny_task("shallow1")
   params = task.init_state(jax.random.PRNGKey(0)).generator.params
   frames = jax.random.uniform(jax.random.PRNGKey(1), (3, 3, 32, 32, 3), minval=-1, maxval=1)
-  codes = task._encode3(params, frames)  # pylint: disable=protected-access
+  codes = task._encode_frames(params, frames)  # pylint: disable=protected-access
   for t in range(3):
     alone = task.model.apply({"params": params}, frames[:, t], method=task.model.encode)
     chex.assert_trees_all_close(codes[t], alone, rtol=1e-5, atol=1e-6)

@@ -130,13 +130,13 @@ class LinearizeTask(Task):
 
   # --- the model ------------------------------------------------------------------------------
 
-  def _encode3(self, params, frames):
-    """Codes of the three frames of `[B, 3, S, S, C]`, encoded as one batch."""
-    b = frames.shape[0]
+  def _encode_frames(self, params, frames):
+    """Codes of each frame of `[B, T, S, S, C]`, encoded as one batch: a list of T codes."""
+    b, t = frames.shape[:2]
     # Frame-major rows: frame t of example i is row t * B + i.
-    stacked = jnp.swapaxes(frames, 0, 1).reshape((3 * b,) + frames.shape[2:])
+    stacked = jnp.swapaxes(frames, 0, 1).reshape((t * b,) + frames.shape[2:])
     code = self.model.apply({"params": params}, stacked, method=self.model.encode)
-    return [jax.tree_util.tree_map(lambda x, i=i: x[i * b:(i + 1) * b], code) for i in range(3)]
+    return [jax.tree_util.tree_map(lambda x, i=i: x[i * b:(i + 1) * b], code) for i in range(t)]
 
   def _curvature_codes(self, codes):
     return [models.flat_code(c, phases_only=self.phase_pooled) for c in codes]
@@ -165,7 +165,7 @@ class LinearizeTask(Task):
     del state, rng
     c = self.config
     frames = batch["frames"]
-    codes = self._encode3(params, frames)
+    codes = self._encode_frames(params, frames)
     target = frames[:, 2]
     delta = None
     metrics = {}
@@ -188,7 +188,7 @@ class LinearizeTask(Task):
   def predict_triplets(self, params, frames, infer: bool):
     """`[B, 3, S, S, C]` -> (prediction of frame 3 `[B, S, S, C]`, delta `[B, L]` or None)."""
     def fn(params, frames):
-      codes = self._encode3(params, frames)
+      codes = self._encode_frames(params, frames)
       delta = None
       if self.config.latent_dim:
         delta = (self.infer_delta(params, codes[0], codes[1], frames[:, 2]) if infer else
@@ -199,7 +199,8 @@ class LinearizeTask(Task):
   def interpolate(self, params, frames):
     """Frames decoded at `INTERP_TIMES` from the codes of frames 1 and 2: `[B, 7, S, S, C]`."""
     def fn(params, frames):
-      code1, code2, _ = self._encode3(params, frames)
+      # Frame 3 is not needed: the codes of frames 1 and 2 define the line.
+      code1, code2 = self._encode_frames(params, frames[:, :2])
       outs = []
       for t in INTERP_TIMES:
         if self.arch.predictor == "learned":
@@ -214,14 +215,9 @@ class LinearizeTask(Task):
   def trajectory_cosine(self, params, trajectories):
     """Mean cosine of successive code differences at t = 0, 1, 2, 3 of `[B, 7, S, S, C]`."""
     def fn(params, traj):
-      integer = traj[:, 0::2]  # t = 0, 1, 2, 3
-      b = integer.shape[0]
-      code = self.model.apply({"params": params}, integer.reshape((4 * b,) + integer.shape[2:]),
-                              method=self.model.encode)
-      # Rows are example-major: example i's frame at t is row 4 i + t.
-      z = models.flat_code(code, phases_only=self.phase_pooled).reshape(b, 4, -1)
-      return 0.5 * (losses.curvature_cosine(z[:, 0], z[:, 1], z[:, 2])
-                    + losses.curvature_cosine(z[:, 1], z[:, 2], z[:, 3]))
+      z = self._curvature_codes(self._encode_frames(params, traj[:, 0::2]))  # t = 0, 1, 2, 3
+      return 0.5 * (losses.curvature_cosine(z[0], z[1], z[2])
+                    + losses.curvature_cosine(z[1], z[2], z[3]))
     return self._jit("cosine", fn)(params, trajectories)
 
   def evaluate(self, state, dataset, mesh):
