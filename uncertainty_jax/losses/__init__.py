@@ -1,5 +1,5 @@
 """Losses as pure functions of arrays: reconstruction (Lp, GDL), adversarial (BCE) and energy-based
-(EBGAN margin losses, pulling-away term) losses."""
+(EBGAN margin losses, pulling-away term) losses, and the Gaussian KL of chapter 5."""
 
 from uncertainty_jax.losses.adversarial import (
     binary_cross_entropy_with_logits,
@@ -14,6 +14,7 @@ from uncertainty_jax.losses.energy import (
     pulling_away_term,
 )
 from uncertainty_jax.losses.reconstruction import gradient_difference_loss, lp_loss
+from uncertainty_jax.losses.vae import gaussian_kl, squared_error
 
 __all__ = [
     'autoencoder_energy',
@@ -22,8 +23,10 @@ __all__ = [
     'discriminator_bce_loss',
     'ebgan_discriminator_loss',
     'ebgan_generator_loss',
+    'gaussian_kl',
     'generator_bce_loss',
     'gradient_difference_loss',
     'lp_loss',
     'pulling_away_term',
+    'squared_error',
 ]
