@@ -153,3 +153,15 @@ def test_bad_architectures_are_refused():
   encoder = models.Encoder(models.trunk("conv3", (4, 4, 4)), 0, 4)
   with pytest.raises(ValueError, match="s_dim"):
     encoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))
+
+
+def test_the_decoder_computes_the_same_function_with_either_transposed_convolution():
+  layers_ = models.trunk("conv6", (4, 4, 8, 8, 8, 8))
+  z, s = jax.random.normal(jax.random.PRNGKey(0), (2, 5)), jnp.ones((2, 3))
+  fast = models.Decoder(layers_, 16, 3)
+  v = fast.init(jax.random.PRNGKey(1), z, s)
+  flax_version = models.Decoder(layers_, 16, 3, deconv="flax")
+  chex.assert_trees_all_equal_shapes(flax_version.init(jax.random.PRNGKey(1), z, s), v)
+  np.testing.assert_allclose(fast.apply(v, z, s), flax_version.apply(v, z, s), atol=1e-5)
+  with pytest.raises(ValueError, match="deconv"):
+    models.Decoder(layers_, 16, 3, deconv="torch").init(jax.random.PRNGKey(1), z, s)

@@ -56,6 +56,7 @@ class ConvLayer:
 
 
 TRUNKS = ("conv3", "conv6")
+DECONVS = ("subpixel", "flax")
 
 
 def trunk(name: str, widths: Sequence[int]) -> tuple[ConvLayer, ...]:
@@ -210,15 +211,20 @@ class Decoder(nn.Module):
       kernel and stride whose width is layer `i - 1`'s (`channels` for the first).
     image_size: H = W of the output.
     channels: channels of the output.
+    deconv: 'subpixel' (`layers.SubpixelConvTranspose`) or 'flax' (`nn.ConvTranspose`): the same
+      function and parameters, computed two ways (`benchmarks.disentangle_step` compares them).
   """
 
   layers: Sequence[ConvLayer]
   image_size: int
   channels: int
+  deconv: str = "subpixel"
 
   @nn.compact
   def __call__(self, z: jnp.ndarray, s: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     check_image_size(self.layers, self.image_size, "decoder")
+    if self.deconv not in DECONVS:
+      raise ValueError(f"deconv: unknown {self.deconv!r}; valid: {list(DECONVS)}")
     if z.ndim != 2 or s.ndim != 2 or z.shape[0] != s.shape[0]:
       raise ValueError(f"z, s: shapes {z.shape} and {s.shape} are not [B, z_dim] and [B, s_dim]")
     side = self.image_size // downsampling(self.layers)
@@ -231,9 +237,15 @@ class Decoder(nn.Module):
     for i in reversed(range(len(self.layers))):
       layer = self.layers[i]
       last = i == 0
-      h = layers_lib.SubpixelConvTranspose(
-          self.channels if last else widths[i - 1], layer.kernel, layer.stride, use_bias=last,
-          kernel_init=_normal_init(INIT_STD), name=f"deconv{i}")(h)
+      features = self.channels if last else widths[i - 1]
+      if self.deconv == "subpixel":
+        h = layers_lib.SubpixelConvTranspose(features, layer.kernel, layer.stride, use_bias=last,
+                                             kernel_init=_normal_init(INIT_STD),
+                                             name=f"deconv{i}")(h)
+      else:
+        h = nn.ConvTranspose(features, (layer.kernel, layer.kernel),
+                             strides=(layer.stride, layer.stride), padding="SAME", use_bias=last,
+                             kernel_init=_normal_init(INIT_STD), name=f"deconv{i}")(h)
       if not last:
         h = nn.relu(_batch_norm(train, f"bn{i}")(h))
     return jnp.tanh(h)

@@ -11,6 +11,7 @@ TASKS = {
     "video_pred": ("uncertainty_jax.tasks.video_pred", "VideoPredictionTask"),
     "ebgan": ("uncertainty_jax.tasks.ebgan", "EBGANTask"),
     "linearize": ("uncertainty_jax.tasks.linearize", "LinearizeTask"),
+    "disentangle": ("uncertainty_jax.tasks.disentangle", "DisentangleTask"),
 }
 
 
