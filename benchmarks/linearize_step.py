@@ -27,7 +27,6 @@ loop at the cost analysis of one step of it (a compiled `LinearizeTask.infer_del
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 
@@ -36,6 +35,7 @@ from absl import app
 from absl import flags
 
 from benchmarks.common import compiled_flops
+from benchmarks.common import cpu_model
 from experiments import linearize as linearize_config
 from uncertainty_jax.tasks import linearize as linearize_task
 from uncertainty_jax.training import sharding as sharding_lib
@@ -64,18 +64,6 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 1, "Untimed steps per row after compiling.")
   flags.DEFINE_bool("tiny", False, "The variant's tiny config (width 1/16, batch 8), for the "
                     "tests.")
-
-
-def _cpu_model() -> str:
-  """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _parse_ks(values: list[str]) -> list[int]:
@@ -179,7 +167,7 @@ def main(argv):
 
   mesh = sharding_lib.make_mesh()
   devices = jax.devices()
-  print(f"machine: {_cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "
+  print(f"machine: {cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "
         f"{len(devices)} x {devices[0].device_kind}; jax {jax.__version__}")
   print(f"load average {os.getloadavg()[0]:.2f} at start")
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import numpy as np
+
 from tests.conftest import REPO
 
 
@@ -106,3 +108,20 @@ def test_linearize_step_benchmark_reports_every_k():
   assert rows["no delta"][5:] == [1.0, 1.0, 1.0]
   # The delta loop's forward and backward passes add work the cost analysis counts.
   assert rows["k=1"][4] > rows["k=0"][4] and rows["k=1"][5] > 1.0
+
+
+def test_disentangle_step_benchmark_compares_the_decoders():
+  out = _run("benchmarks.disentangle_step", "--tiny", "--steps=1", "--variants=digits,toys")
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = out.stdout.splitlines()
+  header = next(i for i, line in enumerate(lines) if line.startswith("variant "))
+  assert lines[header].split() == ["variant", "decoder", "batch", "compile_s", "s/step",
+                                   "images/s", "GFLOP/step", "GFLOP/s", "flax/subpixel"]
+  rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[header + 1:]}
+  assert set(rows) == {(v, d) for v in ("digits", "toys") for d in ("subpixel", "flax")}
+  for (variant, decoder), fields in rows.items():
+    assert int(fields[0]) == 8  # the tiny configs' batch
+    step_s, images_s = float(fields[2]), float(fields[3])
+    # images/s counts the three images of each triplet.
+    np.testing.assert_allclose(images_s, 3 * 8 / step_s, rtol=0.05)  # s/step has 4 decimals
+    assert (fields[-1] == "-") == (decoder == "flax")
