@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny configs and subprocess runs of the command line."""
+"""Shared test helpers: tiny configs, subprocess runs of the command line, notebook runs."""
 
 import os
 import subprocess
@@ -17,6 +17,15 @@ def pytest_configure(config):
   jax.config.update("jax_compilation_cache_dir", os.environ["UNCERTAINTY_JAX_TEST_XLA_CACHE"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def xla_cache_env():
+  """Environment variables that let a subprocess share the tests' XLA cache, or None."""
+  cache = os.environ.get("UNCERTAINTY_JAX_TEST_XLA_CACHE")
+  if not cache:
+    return None
+  return dict(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
 def run_main(args, *, devices=None, timeout=600, env_extra=None):
@@ -53,6 +62,39 @@ def notebook_parameters_index(nb) -> int:
 def notebook_outputs(nb):
   """Every output of a notebook's code cells, in order."""
   return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def run_notebook(path, parameters, *, devices=2, timeout=600):
+  """Executes the notebook at `path` top to bottom in a fresh Jupyter kernel; returns it.
+
+  As papermill does, a code cell assigning `parameters` (`NAME = repr(value)` lines, in the
+  dict's order) is inserted after the cell tagged 'parameters'. The kernel runs on the CPU with
+  `devices` host devices, in the repository root (so `uncertainty_jax` and `experiments` import
+  from the checkout), and shares the test session's compilation cache where there is one. A cell
+  that raises stops the run with nbclient's `CellExecutionError`.
+
+  Args:
+    path: the `.ipynb` file.
+    parameters: `{name: value}`, values whose `repr` is Python source (numbers, strings, bools).
+    devices: the number of CPU devices the kernel's JAX sees.
+    timeout: seconds any one cell may run.
+
+  Returns:
+    The executed `nbformat` notebook, injected cell included, with its outputs.
+  """
+  import nbformat  # pylint: disable=g-import-not-at-top
+  from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top
+  nb = nbformat.read(path, as_version=4)
+  injected = "".join(f"{name} = {value!r}\n" for name, value in parameters.items())
+  nb.cells.insert(notebook_parameters_index(nb) + 1, nbformat.v4.new_code_cell(injected))
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env.update(xla_cache_env() or {})
+  client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                          resources={"metadata": {"path": REPO}})
+  client.execute(env=env)
+  return nb
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import os
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from tests.conftest import notebook_outputs as _outputs
 from tests.conftest import notebook_parameters_index as _parameters_index
+from tests.conftest import run_notebook
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "colabs", "video_prediction.ipynb")
@@ -62,15 +62,8 @@ class TestSavedNotebook:
 def executed(tmp_path_factory):
   """The notebook run with tiny parameters: `(notebook with outputs, workdir)`."""
   workdir = str(tmp_path_factory.mktemp("colab") / "run")
-  nb = _read()
-  tiny = f"TINY = True\nSTEPS = 2\nWORKDIR = {workdir!r}\n"
-  nb.cells.insert(_parameters_index(nb) + 1, nbformat.v4.new_code_cell(tiny))
-  env = dict(os.environ)
-  env["JAX_PLATFORMS"] = "cpu"
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={NUM_DEVICES}"
-  client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                          resources={"metadata": {"path": REPO}})
-  client.execute(env=env)
+  nb = run_notebook(NOTEBOOK, {"TINY": True, "STEPS": 2, "WORKDIR": workdir},
+                    devices=NUM_DEVICES)
   return nb, workdir
 
 

@@ -20,11 +20,11 @@ import re
 import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
 from PIL import Image
 
 from tests.conftest import notebook_outputs as _outputs
 from tests.conftest import notebook_parameters_index as _parameters_index
+from tests.conftest import run_notebook
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, "colabs", "linearize.ipynb")
@@ -137,22 +137,7 @@ class TestSavedNotebook:
 def executed(tmp_path_factory):
   """The notebook run with tiny parameters: `(notebook with outputs, workdir)`."""
   workdir = str(tmp_path_factory.mktemp("colab_linearize") / "run")
-  nb = _read()
-  tiny = "TINY = True\n" + "".join(f"{k} = {v!r}\n" for k, v in TINY.items())
-  tiny += f"WORKDIR = {workdir!r}\n"
-  nb.cells.insert(_parameters_index(nb) + 1, nbformat.v4.new_code_cell(tiny))
-  env = dict(os.environ)
-  env["JAX_PLATFORMS"] = "cpu"
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={NUM_DEVICES}"
-  # The kernel shares the test session's compilation cache (tests/conftest.py), if it has one.
-  cache = os.environ.get("UNCERTAINTY_JAX_TEST_XLA_CACHE")
-  if cache:
-    env["JAX_COMPILATION_CACHE_DIR"] = cache
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-    env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-  client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                          resources={"metadata": {"path": REPO}})
-  client.execute(env=env)
+  nb = run_notebook(NOTEBOOK, {"TINY": True, **TINY, "WORKDIR": workdir}, devices=NUM_DEVICES)
   return nb, workdir
 
 

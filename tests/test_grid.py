@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from experiments import ebgan as ebgan_configs
-from tests.conftest import REPO, tree_snapshot
+from tests.conftest import REPO, tree_snapshot, xla_cache_env
 from uncertainty_jax.models import ebgan as ebgan_models
 from uncertainty_jax.training import grid
 
@@ -403,10 +403,7 @@ def _grid_command(args, timeout=300):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
   env["JAX_PLATFORMS"] = "cpu"
-  cache = os.environ.get("UNCERTAINTY_JAX_TEST_XLA_CACHE")
-  if cache:
-    env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env.update(xla_cache_env() or {})
   return subprocess.run([sys.executable, "-m", "experiments.grid", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
 

@@ -12,22 +12,14 @@ from PIL import Image
 from experiments import linearize as linearize_config
 from tests.conftest import run_main
 from tests.conftest import tree_snapshot
+from tests.conftest import xla_cache_env
 from uncertainty_jax.tasks import linearize as linearize_task
 
 _CONFIG = "experiments/linearize.py"
 
 
-def _env():
-  """Subprocesses share the tests' XLA cache: the variants compile many of the same programs."""
-  cache = os.environ.get("UNCERTAINTY_JAX_TEST_XLA_CACHE")
-  if not cache:
-    return None
-  return dict(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-
-
 def _main(args, timeout=300):
-  return run_main(args, env_extra=_env(), timeout=timeout)
+  return run_main(args, env_extra=xla_cache_env(), timeout=timeout)
 
 
 def _read_jsonl(path):

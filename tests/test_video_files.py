@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import run_main
 from tests.conftest import tree_snapshot
+from tests.conftest import xla_cache_env
 from uncertainty_jax.data import video_files
 from uncertainty_jax.training import sharding as sharding_lib
 
@@ -734,15 +735,6 @@ class TestDataset:
 # --- the command line -----------------------------------------------------------------------------
 
 
-def _cli_env():
-  """The test session's XLA cache (tests/conftest.py), shared with the subprocess."""
-  cache = os.environ.get("UNCERTAINTY_JAX_TEST_XLA_CACHE")
-  if not cache:
-    return None
-  return dict(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-
-
 def _cli_args(media, workdir, cache_dir):
   return [_CONFIG, f"--workdir={workdir}", "--config.dataset=video_files",
           f"--config.video_dir={media['lib']}", "--config.video_short_side=64",
@@ -754,7 +746,7 @@ def _cli_run(media, tmp_path_factory):
   """A tiny chapter-4 run on the library folder: `(process, workdir, cache_dir)`."""
   base = tmp_path_factory.mktemp("cli")
   workdir, cache_dir = str(base / "run"), str(base / "cache")
-  proc = run_main(_cli_args(media, workdir, cache_dir), env_extra=_cli_env())
+  proc = run_main(_cli_args(media, workdir, cache_dir), env_extra=xla_cache_env())
   return proc, workdir, cache_dir
 
 
@@ -783,7 +775,8 @@ def test_cli_eval_mode_reuses_the_cache(cli_run, media):
   assert proc.returncode == 0, proc.stderr[-3000:]
   trained = _read_eval(workdir)
   entries = tree_snapshot(cache_dir)
-  again = run_main([*_cli_args(media, workdir, cache_dir), "--mode=eval"], env_extra=_cli_env())
+  again = run_main([*_cli_args(media, workdir, cache_dir), "--mode=eval"],
+                   env_extra=xla_cache_env())
   assert again.returncode == 0, again.stderr[-3000:]
   evaluated = _read_eval(workdir)
   assert evaluated["num_clips"] == trained["num_clips"]
@@ -805,7 +798,7 @@ def test_cli_missing_video_dir_is_one_line_and_keeps_the_workdir(cli_run, media,
   args = [a for a in args if not a.startswith("--config.video_dir=")]
   if missing:
     args.append(f"--config.video_dir={video_dir}")
-  proc = run_main(args, env_extra=_cli_env())
+  proc = run_main(args, env_extra=xla_cache_env())
   assert proc.returncode != 0
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
