@@ -4,6 +4,7 @@
     python -m experiments.reproduce --table=4.4 --budget=0.5         # half the training steps
     python -m experiments.reproduce --table=4.4 --budget=tiny --workdir=/tmp/r --results_dir=/tmp/r
     python -m experiments.reproduce --table=3                        # chapter 3, about an hour
+    python -m experiments.reproduce --table=5.2                      # chapter 5
 
 Table 4.4 trains every row of Table 4.3 (single-scale L2, L2, L1, GDL L1, Adv), Model 1 (Adv +
 GDL) and Model 2 on `moving_photos`, and L2, Model 1 and Model 2 on `multimodal_photos`, one run
@@ -18,6 +19,12 @@ Table 3 (chapter 3, which has no numbered results table: its claims, as one tabl
 and 2 on rigid-transform triplets of the bundled photographs, Deep 1, 2 and 3 on rotation triplets
 of the NORB-like toys, and Deep 3 on triplets with skips without and with the latent delta, then
 writes `linearize.md`, `linearize.json` and the figures listed in `experiments/linearize_table.py`.
+
+Table 5.2 (chapter 5) trains the disentangling model jointly (Algorithm 5.1) on the procedural
+sprites, the two ablations of 5.4.6 (f_s pretrained as a classifier and frozen, with and without
+the adversarial term), and the joint model on the NORB-like toys and on digits, then writes
+`disentangle.md` (Table 5.2's error rates, the swap errors of the ablation, disentanglement
+scores), `disentangle.json` and the figures listed in `experiments/disentangle_table.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command's flags; defined when it runs, so that importing this module defines none."""
-  flags.DEFINE_string("table", None, "Which table: 4.4 (chapter 4) or 3 (chapter 3).")
+  flags.DEFINE_string("table", None, "Which table: 4.4 (chapter 4), 3 (chapter 3) or "
+                      "5.2 (chapter 5).")
   flags.DEFINE_string("workdir", "runs/reproduce", "One run directory per row goes here.")
   flags.DEFINE_string("results_dir", "results", "Where the table and figures go.")
   flags.DEFINE_list("rows", None, "Only these rows (run directory names, e.g. l1,model1); "
@@ -112,11 +120,24 @@ TABLE_3 = (
     Row("deep3_skip_latent", "Deep 3, skips, delta (eq. 3.13)", "deep3,skip,latent", 2000,
         config_module=_LIN),
 )
-TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL), "3": (TABLE_3,)}
+# Chapter 5: the joint model and the two ablations of 5.4.6 on sprites, then the toys and digits.
+REPRODUCE_DISENTANGLE: dict[str, Any] = {}
+_DIS = "disentangle"
+TABLE_5_2 = (
+    Row("sprites", "Sprites, joint (Algorithm 5.1)", "sprites", 1500, config_module=_DIS),
+    Row("sprites_pretrained_s", "Sprites, f_s pretrained and frozen", "pretrained_s", 1500,
+        config_module=_DIS),
+    Row("sprites_pretrained_s_no_adv", "Sprites, f_s pretrained, no adversarial term",
+        "pretrained_s_no_adv", 1500, config_module=_DIS),
+    Row("toys", "NORB-like toys", "toys", 1500, config_module=_DIS),
+    Row("digits", "Digits", "digits", 1500, config_module=_DIS),
+)
+TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL), "3": (TABLE_3,), "5.2": (TABLE_5_2,)}
 # Each chapter's settings at budget 1, under the rows' own overrides.
-SETTINGS = {"video_pred": REPRODUCE, "linearize": REPRODUCE_LINEARIZE}
+SETTINGS = {"video_pred": REPRODUCE, "linearize": REPRODUCE_LINEARIZE,
+            "disentangle": REPRODUCE_DISENTANGLE}
 # The results files' base name per table.
-RESULTS_NAMES = {"4.4": "video_pred", "3": "linearize"}
+RESULTS_NAMES = {"4.4": "video_pred", "3": "linearize", "5.2": "disentangle"}
 # Wall-clock training seconds of a row, in its run directory.
 _SECONDS_FILE = "reproduce_seconds.json"
 # Test clips shown in the figures.
@@ -373,6 +394,13 @@ def reproduce(table: str, workdir: str, results_dir: str, budget: str, command: 
         results_dir, command=command, machine=_machine(),
         budget="tiny" if scale is None else f"{scale:g}", rows=results[0])
     linearize_table.write_figures(results_dir, results[0], configs)
+    return markdown
+  if table == "5.2":
+    from experiments import disentangle_table  # pylint: disable=g-import-not-at-top
+    markdown = disentangle_table.write_results(
+        results_dir, command=command, machine=_machine(),
+        budget="tiny" if scale is None else f"{scale:g}", rows=results[0])
+    disentangle_table.write_figures(results_dir, results[0], configs)
     return markdown
   markdown = write_results(results_dir, command=command, machine=_machine(), scale=scale,
                            main_rows=results[0], mode_rows=results[1] if len(results) > 1 else [])
