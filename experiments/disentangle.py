@@ -29,9 +29,9 @@ What the thesis leaves open, and what is chosen here:
   sprites discriminator's widths are multiples of 7, one lookup block per attribute.
 * The likelihood of eq. 5.5 is Gaussian with `pixel_std` per pixel (images in [-1, 1]), so the
   reconstruction term is `||y - Dec||^2 / (2 pixel_std^2)`; `kl_weight` scales the KL (1 is eq.
-  5.5); `adversarial_weight` is eq. 5.7's lambda, which the thesis does not give. With lambda = 10
-  the digits' z still decides the class of a swap; 100 hands it to s (1,500 steps each; see the
-  README's results).
+  5.5); `adversarial_weight` is eq. 5.7's lambda, which the thesis does not give. With pixel_std 0.2
+  and lambda = 10 the digits' z still decides the class of a swap; lambda = 100 or pixel_std 0.5
+  each hands it to s (1,500 steps; see the README's results).
 * The thesis trains with SGD; Adam (lr 2e-4, beta1 0.5, DCGAN's) is the default here because it
   reaches a usable model in the CPU budget; `g_optimizer='sgd'` restores the thesis' choice.
 
