@@ -73,7 +73,6 @@ class _Row:
     self.task = task
     self.task.decoder = models.Decoder(task.layers, task.sample_shape[0], task.sample_shape[2],
                                        deconv=decoder)
-    self.task._fns.clear()  # pylint: disable=protected-access
     self.state = jax.jit(task.init_state, out_shardings=sharding_lib.replicated(mesh))(
         jax.random.PRNGKey(0))
     t0 = time.perf_counter()

@@ -21,6 +21,13 @@ class Task(abc.ABC):
 
   def __init__(self, config):
     self.config = config
+    self._jitted_fns: dict[str, Any] = {}
+
+  def jitted(self, name: str, fn):
+    """`jax.jit(fn)`, built once per task under `name` (evaluation helpers reuse their compiles)."""
+    if name not in self._jitted_fns:
+      self._jitted_fns[name] = jax.jit(fn)
+    return self._jitted_fns[name]
 
   def prepare(self, workdir: str) -> None:
     """Loads (or builds and saves under `workdir`) what evaluation needs besides the state, e.g. a

@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,14 +67,7 @@ def validate_config(config) -> None:
   if config.pretrained_s and config.pretrain_steps < 1:
     raise ValueError(f"pretrain_steps: {config.pretrain_steps!r} must be a positive integer when "
                      f"pretrained_s is set")
-  for side in ("g", "d"):
-    name = config[f"{side}_optimizer"]
-    if name not in schedules.OPTIMIZERS:
-      raise ValueError(f"{side}_optimizer: unknown optimizer {name!r}; valid: "
-                       f"{list(schedules.OPTIMIZERS)}")
-    if not config[f"{side}_learning_rate"] > 0:
-      raise ValueError(f"{side}_learning_rate: {config[f'{side}_learning_rate']!r} must be "
-                       f"positive")
+  schedules.check_pair_optimizers(config)
 
 
 def _split(x: jax.Array, n: int) -> list[jax.Array]:
@@ -93,8 +84,9 @@ class DisentangleTask(Task):
     self.layers = models.trunk(c.trunk, tuple(c.encoder_features))
     self.d_layers = models.discriminator_layers(c.trunk, tuple(c.d_features))
     self._dataset = None
-    self._fns: dict[str, Any] = {}
     self._specified = None  # pretrained f_s variables (pretrained_s)
+    self._swap_truth_of = None  # the dataset `_swap_truth_images` were rendered for
+    self._swap_truth_images = None
 
   # --- data and state -------------------------------------------------------------------------
 
@@ -328,14 +320,9 @@ class DisentangleTask(Task):
 
   # --- evaluation -----------------------------------------------------------------------------
 
-  def _jitted(self, name: str, fn):
-    if name not in self._fns:
-      self._fns[name] = jax.jit(fn)
-    return self._fns[name]
-
   def codes(self, state: PairState, images: np.ndarray) -> dict[str, np.ndarray]:
     """`{'s': [N, s_dim], 'mu': [N, z_dim], 'logvar': [N, z_dim]}` of host images, in batches."""
-    encode = self._jitted("encode", self.encode)
+    encode = self.jitted("encode", self.encode)
     variables = state.generator.variables
     out = {"s": [], "mu": [], "logvar": []}
     size = self.config.eval_batch_size
@@ -347,7 +334,7 @@ class DisentangleTask(Task):
 
   def decode_codes(self, state: PairState, z: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Images `[N, H, W, C]` of host codes, in batches."""
-    decode = self._jitted("decode", self.decode)
+    decode = self.jitted("decode", self.decode)
     variables = state.generator.variables
     size = self.config.eval_batch_size
     return np.concatenate([np.asarray(decode(variables, jnp.asarray(z[i:i + size]),
@@ -360,6 +347,15 @@ class DisentangleTask(Task):
     rng = np.random.default_rng([self.config.seed, 5])
     return (np.arange(n) + 1 + rng.integers(0, n - 1, n)) % n
 
+  def _swap_truth(self, dataset, pairs: np.ndarray) -> np.ndarray:
+    """The render of test image `pairs[i]`'s identity in test image `i`'s pose, rendered once
+    per dataset: the pairs and the test split are fixed."""
+    if self._swap_truth_of is not dataset:
+      test = dataset.arrays("test")
+      self._swap_truth_images = dataset.render(test["identity"][pairs], test["pose"])
+      self._swap_truth_of = dataset
+    return self._swap_truth_images
+
   def evaluate(self, state, dataset, mesh):
     from uncertainty_jax.evaluation import disentangle as evaluation  # pylint: disable=g-import-not-at-top
     c = self.config
@@ -371,7 +367,7 @@ class DisentangleTask(Task):
     if dataset.renders:
       pairs = self.swap_pairs(len(test["images"]))
       swapped = self.decode_codes(state, test_codes["mu"], test_codes["s"][pairs])
-      truth = dataset.render(test["identity"][pairs], test["pose"])
+      truth = self._swap_truth(dataset, pairs)
       mse = float(np.mean((swapped - truth) ** 2))
       results.update({
           "swap/mse": mse, "swap/mse_01": mse / 4.0,

@@ -66,14 +66,7 @@ def validate_config(config) -> None:
   if config.lambda_pt > 0 and config.batch_size < 2:
     raise ValueError(f"batch_size: {config.batch_size} is too small for the pulling-away term, "
                      f"which averages over pairs of samples; use at least 2")
-  for side in ("g", "d"):
-    name = config[f"{side}_optimizer"]
-    if name not in schedules.OPTIMIZERS:
-      raise ValueError(f"{side}_optimizer: unknown optimizer {name!r}; valid: "
-                       f"{list(schedules.OPTIMIZERS)}")
-    if not config[f"{side}_learning_rate"] > 0:
-      raise ValueError(f"{side}_learning_rate: {config[f'{side}_learning_rate']!r} must be "
-                       f"positive")
+  schedules.check_pair_optimizers(config)
 
 
 class EBGANTask(Task):
@@ -113,7 +106,6 @@ class EBGANTask(Task):
         self.discriminator = models.ConvAutoEncoder(tuple(c.d_features), channels=channels)
       else:
         self.discriminator = models.DCGANDiscriminator(tuple(c.gan_d_features))
-    self._fns = {}
     self.classifier = None
     self._data_score = None
 
@@ -253,18 +245,13 @@ class EBGANTask(Task):
 
   # --- evaluation and samples -----------------------------------------------------------------
 
-  def _jitted(self, name: str, fn):
-    if name not in self._fns:
-      self._fns[name] = jax.jit(fn)
-    return self._fns[name]
-
   def eval_latents(self, n: int) -> jax.Array:
     """The same `n` latents at every evaluation of a run (from the seed)."""
     return self.sample_latent(jax.random.PRNGKey(self.config.seed + 1), n)
 
   def samples(self, state: PairState, n: int) -> np.ndarray:
     """`n` samples from the evaluation latents, on the host, `[n, *sample_shape]`."""
-    generate = self._jitted("generate", self.generate)
+    generate = self.jitted("generate", self.generate)
     return np.asarray(generate(state.generator.variables, self.eval_latents(n)))
 
   def _discriminator_scores(self, variables, x):
@@ -303,7 +290,7 @@ class EBGANTask(Task):
     c = self.config
     samples = self.samples(state, c.num_eval_samples)
     results = self.score_samples(samples, dataset)
-    scores = self._jitted("scores", self._discriminator_scores)
+    scores = self.jitted("scores", self._discriminator_scores)
     real = dataset.arrays("test")["images"][:_EVAL_REAL]
     name = "energy" if self.is_ebgan else "real_prob"
     d_vars = state.discriminator.variables

@@ -108,7 +108,6 @@ class LinearizeTask(Task):
     self.arch = models.architecture(c.architecture, c.width_multiplier, channels=c.channels)
     self.model = models.LinearizingAutoencoder(self.arch, image_size=c.image_size, beta=c.beta,
                                                latent_dim=c.latent_dim)
-    self._fns = {}
 
   @property
   def phase_pooled(self) -> bool:
@@ -180,11 +179,6 @@ class LinearizeTask(Task):
 
   # --- evaluation -----------------------------------------------------------------------------
 
-  def _jit(self, name, fn):
-    if name not in self._fns:
-      self._fns[name] = jax.jit(fn)
-    return self._fns[name]
-
   def predict_triplets(self, params, frames, infer: bool):
     """`[B, 3, S, S, C]` -> (prediction of frame 3 `[B, S, S, C]`, delta `[B, L]` or None)."""
     def fn(params, frames):
@@ -194,7 +188,7 @@ class LinearizeTask(Task):
         delta = (self.infer_delta(params, codes[0], codes[1], frames[:, 2]) if infer else
                  jnp.zeros((frames.shape[0], self.config.latent_dim), frames.dtype))
       return self._decode(params, self._predict(params, codes[0], codes[1], delta)), delta
-    return self._jit(("predict", infer), fn)(params, frames)
+    return self.jitted(("predict", infer), fn)(params, frames)
 
   def interpolate(self, params, frames):
     """Frames decoded at `INTERP_TIMES` from the codes of frames 1 and 2: `[B, 7, S, S, C]`."""
@@ -210,7 +204,7 @@ class LinearizeTask(Task):
           code = models.code_at(code1, code2, t)
         outs.append(self._decode(params, code))
       return jnp.stack(outs, axis=1)
-    return self._jit("interpolate", fn)(params, frames)
+    return self.jitted("interpolate", fn)(params, frames)
 
   def trajectory_cosine(self, params, trajectories):
     """Mean cosine of successive code differences at t = 0, 1, 2, 3 of `[B, 7, S, S, C]`."""
@@ -218,7 +212,7 @@ class LinearizeTask(Task):
       z = self._curvature_codes(self._encode_frames(params, traj[:, 0::2]))  # t = 0, 1, 2, 3
       return 0.5 * (losses.curvature_cosine(z[0], z[1], z[2])
                     + losses.curvature_cosine(z[1], z[2], z[3]))
-    return self._jit("cosine", fn)(params, trajectories)
+    return self.jitted("cosine", fn)(params, trajectories)
 
   def evaluate(self, state, dataset, mesh):
     c = self.config

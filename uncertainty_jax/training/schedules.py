@@ -55,6 +55,18 @@ def make_optimizer(name: str, learning_rate: optax.ScalarOrSchedule, *, adam_bet
   raise ValueError(f"{field}: unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
 
 
+def check_pair_optimizers(config) -> None:
+  """Checks a config's `g_optimizer`, `d_optimizer`, `g_learning_rate` and `d_learning_rate`;
+  each error names the field, its value and what is accepted."""
+  for side in ("g", "d"):
+    name = config[f"{side}_optimizer"]
+    if name not in OPTIMIZERS:
+      raise ValueError(f"{side}_optimizer: unknown optimizer {name!r}; valid: {list(OPTIMIZERS)}")
+    if not config[f"{side}_learning_rate"] > 0:
+      raise ValueError(f"{side}_learning_rate: {config[f'{side}_learning_rate']!r} must be "
+                       f"positive")
+
+
 class SweepableState(NamedTuple):
   """The state of `sweepable_optimizer`: Adam's moments and the two hyperparameters as arrays."""
 
