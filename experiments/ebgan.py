@@ -32,9 +32,13 @@ What the thesis leaves open, and what is chosen here:
 * The 64x64 auto-encoder discriminator is the EBGAN paper's (appendix): Enc (64)4c2s-(128)4c2s-
   (256)4c2s, Dec (128)4c2s-(64)4c2s-(3)4c2s, batch norm and leaky ReLU as DCGAN's guidelines say,
   a linear output (see `uncertainty_jax.models.ebgan`). The thesis gives no margin for these
-  models; 20 is used, so that the hinge stays active (D keeps pushing samples' energy up) while
-  the energy of real patches falls below it within the first few hundred steps on the embedded
-  data.
+  models. Their energy is the mean squared error per value (`energy_reduction='mean'`) and the
+  margin 0.5, above what the auto-encoder reaches on real patches (about 0.1 to 0.15), so that
+  the hinge stays active and D keeps pushing the energy of samples up; on that scale the
+  pulling-away term's lambda_PT = 0.1 weighs as much as the energy. With the summed energy and
+  margins of 20 or 80 (below or near the real patches' summed energy of about 35 at the `full`
+  widths), the hinge went quiet, D stopped separating samples from data, and the generator
+  collapsed to one image, PT or not (README, chapter 6).
 * Batch norm in the fully connected models follows every hidden layer but the discriminator's
   first, as in DCGAN; the I' classifier is trained on the same data's labels the first time a run
   needs it and saved with Orbax under `<workdir>/classifier` (or `classifier_dir`).
@@ -53,9 +57,10 @@ VARIANTS = {
     "ebgan": dict(),
     "ebgan_pt": dict(lambda_pt=0.1),
     "gan": dict(framework="gan"),
-    "conv64": dict(model="conv", dataset="photo_patches", margin=20.0, learning_rate_both=2e-4),
-    "conv64_pt": dict(model="conv", dataset="photo_patches", margin=20.0, lambda_pt=0.1,
-                      learning_rate_both=2e-4),
+    "conv64": dict(model="conv", dataset="photo_patches", energy_reduction="mean", margin=0.5,
+                   learning_rate_both=2e-4),
+    "conv64_pt": dict(model="conv", dataset="photo_patches", energy_reduction="mean", margin=0.5,
+                      lambda_pt=0.1, learning_rate_both=2e-4),
     "dcgan64": dict(model="conv", dataset="photo_patches", framework="gan",
                     learning_rate_both=2e-4),
     "grid": dict(),

@@ -214,6 +214,18 @@ class TestConvolutionalModels:
     assert encoder == [(4, 4, 3, 64), (4, 4, 64, 128), (4, 4, 128, 256)]
     assert decoder == [(4, 4, 256, 128), (4, 4, 128, 64), (4, 4, 64, 3)]
 
+
+  def test_conv_autoencoder_without_batch_norm_treats_samples_alone(self):
+    model = ebgan.ConvAutoEncoder(features=(8, 16, 32), batch_norm=False)
+    x = _uniform((3, 16, 16, 3))
+    variables = _init(model, x)
+    assert "batch_stats" not in variables
+    # Every layer has a bias where batch norm no longer supplies a shift.
+    params = variables["params"]
+    assert all("bias" in params[name] for name in params)
+    rec, _ = model.apply(variables, x, train=True)
+    alone, _ = model.apply(variables, x[1:2], train=True)
+    np.testing.assert_allclose(alone[0], rec[1], rtol=1e-5, atol=1e-6)
   @pytest.mark.parametrize("size", [32, 64])
   def test_dcgan_discriminator_logits(self, size):
     model = ebgan.DCGANDiscriminator(features=(8, 16, 32, 64))

@@ -404,11 +404,14 @@ class ConvAutoEncoder(nn.Module):
       the input size.
     channels: channels of the images.
     init_std: standard deviation of the N(0, std^2) weights.
+    batch_norm: batch norm where the description above puts it; without it, every sample's
+      reconstruction depends on that sample alone.
   """
 
   features: tuple[int, ...] = (64, 128, 256)
   channels: int = 3
   init_std: float = DCGAN_INIT_STD
+  batch_norm: bool = True
 
   def __post_init__(self):
     _check_features("features", self.features)
@@ -431,13 +434,17 @@ class ConvAutoEncoder(nn.Module):
     _check_images(x, len(self.features), self.channels)
     h = x
     for i, width in enumerate(self.features):
-      h = _conv_4c2s(width, i == 0, self.init_std)(h)
-      if i > 0:
+      norm = self.batch_norm and i > 0
+      h = _conv_4c2s(width, not norm, self.init_std)(h)
+      if norm:
         h = _batch_norm(train)(h)
       h = _leaky_relu(h)
     code = h
     for width in self.features[-2::-1]:
-      h = _leaky_relu(_batch_norm(train)(_deconv_4c2s(width, False, self.init_std)(h)))
+      h = _deconv_4c2s(width, not self.batch_norm, self.init_std)(h)
+      if self.batch_norm:
+        h = _batch_norm(train)(h)
+      h = _leaky_relu(h)
     reconstruction = _deconv_4c2s(self.channels, True, self.init_std)(h)
     return reconstruction, code
 

@@ -103,7 +103,8 @@ class EBGANTask(Task):
                          f"image_size 32 or 64")
       self.generator = models.DCGANGenerator(c.g_features, image_size=size, channels=channels)
       if c.framework == "ebgan":
-        self.discriminator = models.ConvAutoEncoder(tuple(c.d_features), channels=channels)
+        self.discriminator = models.ConvAutoEncoder(tuple(c.d_features), channels=channels,
+                                                    batch_norm=c.batch_norm_d)
       else:
         self.discriminator = models.DCGANDiscriminator(tuple(c.gan_d_features))
     self.classifier = None
