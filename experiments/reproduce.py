@@ -5,6 +5,7 @@
     python -m experiments.reproduce --table=4.4 --budget=tiny --workdir=/tmp/r --results_dir=/tmp/r
     python -m experiments.reproduce --table=3                        # chapter 3, about an hour
     python -m experiments.reproduce --table=5.2                      # chapter 5
+    python -m experiments.reproduce --table=6.2                      # chapter 6, semi-supervised
 
 Table 4.4 trains every row of Table 4.3 (single-scale L2, L2, L1, GDL L1, Adv), Model 1 (Adv +
 GDL) and Model 2 on `moving_photos`, and L2, Model 1 and Model 2 on `multimodal_photos`, one run
@@ -25,6 +26,10 @@ sprites, the two ablations of 5.4.6 (f_s pretrained as a classifier and frozen, 
 the adversarial term), and the joint model on the NORB-like toys and on digits, then writes
 `disentangle.md` (Table 5.2's error rates, the swap errors of the ablation, disentanglement
 scores), `disentangle.json` and the figures listed in `experiments/disentangle_table.py`.
+
+Table 6.2 (chapter 6) trains the Ladder Network and EBGAN-LN for 100, 200 and 1000 labels of the
+embedded digits, 15 seeds of each setting together under `jax.vmap`, then writes `ladder.md` and
+`ladder.json` (`experiments/ladder_table.py`); `--rows` does not apply to it.
 """
 
 from __future__ import annotations
@@ -50,8 +55,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """The command's flags; defined when it runs, so that importing this module defines none."""
-  flags.DEFINE_string("table", None, "Which table: 4.4 (chapter 4), 3 (chapter 3) or "
-                      "5.2 (chapter 5).")
+  flags.DEFINE_string("table", None, "Which table: 4.4 (chapter 4), 3 (chapter 3), "
+                      "5.2 (chapter 5) or 6.2 (chapter 6).")
   flags.DEFINE_string("workdir", "runs/reproduce", "One run directory per row goes here.")
   flags.DEFINE_string("results_dir", "results", "Where the table and figures go.")
   flags.DEFINE_list("rows", None, "Only these rows (run directory names, e.g. l1,model1); "
@@ -138,7 +143,7 @@ TABLES = {"4.4": (TABLE_4_4, TABLE_4_4_MULTIMODAL), "3": (TABLE_3,), "5.2": (TAB
 SETTINGS = {"video_pred": REPRODUCE, "linearize": REPRODUCE_LINEARIZE,
             "disentangle": REPRODUCE_DISENTANGLE}
 # The results files' base name per table.
-RESULTS_NAMES = {"4.4": "video_pred", "3": "linearize", "5.2": "disentangle"}
+RESULTS_NAMES = {"4.4": "video_pred", "3": "linearize", "5.2": "disentangle", "6.2": "ladder"}
 # Wall-clock training seconds of a row, in its run directory.
 _SECONDS_FILE = "reproduce_seconds.json"
 # Test clips shown in the figures.
@@ -344,7 +349,7 @@ def write_figures(results_dir: str, name: str, frames, predictions: dict, m: int
 def select_rows(table: str, rows: list[str] | None) -> tuple[tuple[Row, ...], ...]:
   """The row groups of `table`, restricted to `rows` if given (groups left empty are dropped)."""
   if table not in TABLES:
-    raise ReproduceError(f"table: unknown table {table!r}; valid: {sorted(TABLES)}")
+    raise ReproduceError(f"table: unknown table {table!r}; valid: {sorted([*TABLES, '6.2'])}")
   groups = TABLES[table]
   if rows is None:
     return groups
@@ -362,6 +367,14 @@ def select_rows(table: str, rows: list[str] | None) -> tuple[tuple[Row, ...], ..
 def reproduce(table: str, workdir: str, results_dir: str, budget: str, command: str,
               rows: list[str] | None = None) -> str:
   """Trains (or reuses) every row of `table`, then writes its results; returns the Markdown."""
+  if table == "6.2":
+    from experiments import ladder_table  # pylint: disable=g-import-not-at-top
+    if rows is not None:
+      raise ReproduceError("rows: table 6.2 has no rows to pick; it trains every setting")
+    try:
+      return ladder_table.run_table(workdir, results_dir, budget, command, _machine())
+    except ladder_table.TableError as e:
+      raise ReproduceError(str(e)) from e
   from uncertainty_jax.evaluation import video_pred as evaluation  # pylint: disable=g-import-not-at-top
   groups = select_rows(table, rows)
   scale = parse_budget(budget)
@@ -434,7 +447,8 @@ def main(argv) -> int:
     return 1
   print(markdown)
   name = RESULTS_NAMES[FLAGS.table]
-  print(f"wrote {os.path.join(FLAGS.results_dir, name + '.md')}, {name}.json and figures")
+  figures = "" if FLAGS.table == "6.2" else " and figures"
+  print(f"wrote {os.path.join(FLAGS.results_dir, name + '.md')}, {name}.json{figures}")
   return 0
 
 

@@ -125,3 +125,17 @@ def test_disentangle_step_benchmark_compares_the_decoders():
     # images/s counts the three images of each triplet.
     np.testing.assert_allclose(images_s, 3 * 8 / step_s, rtol=0.05)  # s/step has 4 decimals
     assert (fields[-1] == "-") == (decoder == "flax")
+
+
+def test_ladder_seeds_benchmark_compares_vmap_with_one_at_a_time():
+  out = _run("benchmarks.ladder_seeds", "--tiny", "--seeds=2", "--steps=3")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "2 seeds x 3 steps" in out.stdout
+  rates = {}
+  for way in ("vmap", "one at a time"):
+    line = next(l for l in out.stdout.splitlines() if l.strip().startswith(way + ":"))
+    seconds, rate = line.split(":")[1].split(" s in all, ")
+    rates[way] = float(rate.split()[0])
+    assert float(seconds) > 0 and rates[way] > 0, line
+  ratio = next(l for l in out.stdout.splitlines() if l.startswith("ratio vmap / one at a time"))
+  assert f"{rates['vmap'] / rates['one at a time']:.2f}x the step rate" in ratio

@@ -112,9 +112,13 @@ class TestEbganDiscriminatorLoss:
     with pytest.raises(ValueError, match='margin'):
       losses.ebgan_discriminator_loss(np.zeros(2), np.zeros(2), margin)
 
-  def test_traced_margin_raises(self):
+  def test_traced_scalar_margin_is_a_schedule_value(self):
+    real, fake = np.float32([0.5, 1.5]), np.float32([0.2, 3.0, 0.9])
+    margin = jnp.float32(1.0)
+    got = jax.jit(losses.ebgan_discriminator_loss)(real, fake, margin)
+    np.testing.assert_allclose(got, np.mean(real) + np.mean(np.maximum(1.0 - fake, 0)), rtol=1e-6)
     with pytest.raises(ValueError, match='margin'):
-      jax.jit(losses.ebgan_discriminator_loss)(np.zeros(2), np.zeros(2), 1.0)
+      losses.ebgan_discriminator_loss(real, fake, jnp.ones((2,)))
 
 
 class TestEbganGeneratorLoss:

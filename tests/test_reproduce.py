@@ -101,7 +101,7 @@ def test_run_directory_of_another_config_is_an_error_and_is_left_alone(tiny_run,
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--table=4.3"], "unknown table '4.3'; valid: ['3', '4.4', '5.2']"),
+    (["--table=4.3"], "unknown table '4.3'; valid: ['3', '4.4', '5.2', '6.2']"),
     (["--table=4.4", "--budget=-1"], "budget: '-1' is neither a positive number nor 'tiny'"),
     (["--table=4.4", "--rows=l3"], "rows: unknown rows ['l3']"),
     (["--table=4.4", "--rows=multimodal_l2"], "at least one row of the main table"),

@@ -239,7 +239,7 @@ def test_rerun_reuses_finished_runs_and_rows_restrict_the_results(tiny, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--table=5.3"], "error: table: unknown table '5.3'; valid: ['3', '4.4', '5.2']"),
+    (["--table=5.3"], "error: table: unknown table '5.3'; valid: ['3', '4.4', '5.2', '6.2']"),
     (["--table=5.2", "--rows=sprite"], "error: rows: unknown rows ['sprite']; valid: "
      "['sprites', 'sprites_pretrained_s', 'sprites_pretrained_s_no_adv', 'toys', 'digits']"),
 ])

@@ -63,11 +63,14 @@ def autoencoder_energy(x: jax.Array, reconstruction: jax.Array,
   return jnp.mean(squared, axis=axes)
 
 
-def _check_margin(margin) -> float:
-  # The margin selects where the hinge bends; it is a hyperparameter fixed before tracing.
+def _check_margin(margin):
+  # A scalar JAX array is a margin schedule's value at the current step (EBGAN-LN); it is used as
+  # given, its range being the schedule's business. Everything else must be a Python number.
+  if isinstance(margin, jax.Array) and margin.ndim == 0:
+    return margin
   if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
-    raise ValueError(f'margin must be a Python number >= 0, got {margin!r} of type '
-                     f'{type(margin).__name__}')
+    raise ValueError(f'margin must be a Python number >= 0 or a scalar JAX array, got '
+                     f'{margin!r} of type {type(margin).__name__}')
   margin = float(margin)
   if not (margin >= 0 and math.isfinite(margin)):
     raise ValueError(f'margin must be a finite number >= 0, got {margin}')
@@ -87,14 +90,15 @@ def ebgan_discriminator_loss(energy_real: jax.Array, energy_fake: jax.Array,
   Args:
     energy_real: `D(x)` on data samples, `[B]` (as returned by `autoencoder_energy`).
     energy_fake: `D(G(eps))` on generated samples, `[B']`; `B'` may differ from `B`.
-    margin: `m`, a Python number >= 0. The thesis requires it positive (section 6.2.1) and uses
-      `m = 10` in its MNIST grid search (Figure 6.4).
+    margin: `m`, a Python number >= 0, or a scalar JAX array (a schedule's value inside a
+      compiled step, e.g. EBGAN-LN's decaying margin). The thesis requires it positive (section
+      6.2.1) and uses `m = 10` in its MNIST grid search (Figure 6.4).
 
   Returns:
     A scalar.
 
   Raises:
-    ValueError: if `margin` is not a finite Python number >= 0 (a traced value included).
+    ValueError: if `margin` is neither a finite Python number >= 0 nor a scalar JAX array.
   """
   margin = _check_margin(margin)
   energy_real, energy_fake = jnp.asarray(energy_real), jnp.asarray(energy_fake)

@@ -12,6 +12,7 @@ TASKS = {
     "ebgan": ("uncertainty_jax.tasks.ebgan", "EBGANTask"),
     "linearize": ("uncertainty_jax.tasks.linearize", "LinearizeTask"),
     "disentangle": ("uncertainty_jax.tasks.disentangle", "DisentangleTask"),
+    "ladder": ("uncertainty_jax.tasks.ladder", "LadderTask"),
 }
 
 
