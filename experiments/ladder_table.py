@@ -41,15 +41,11 @@ class TableError(ValueError):
 
 def setting_config(model: str, num_labels: int, budget: str):
   """The config of one setting: `budget` a positive number scaling the steps, or 'tiny'."""
-  if budget == "tiny":
+  from experiments import reproduce  # pylint: disable=g-import-not-at-top
+  scale = reproduce.parse_budget(budget)
+  if scale is None:
     config = ebgan_config.get_config(f"{model},tiny")
   else:
-    try:
-      scale = float(budget)
-    except ValueError:
-      scale = -1.0
-    if not scale > 0:
-      raise TableError(f"budget: {budget!r} is not a positive number or 'tiny'")
     config = ebgan_config.get_config(model)
     config.unlock()
     config.total_steps = max(1, int(round(config.total_steps * scale)))
@@ -64,8 +60,12 @@ def _setting_key(config) -> dict:
           if k not in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints")}
 
 
+def _print(message: str) -> None:
+  print(message, flush=True)
+
+
 def run_setting(config, seeds: list[int], path: str,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+                log: Callable[[str], None] = _print) -> dict[str, Any]:
   """Trains (or reuses, from `path`) the seeds of one setting; returns its record."""
   from uncertainty_jax import tasks  # pylint: disable=g-import-not-at-top
   from uncertainty_jax.tasks import ladder  # pylint: disable=g-import-not-at-top
@@ -90,10 +90,7 @@ def run_setting(config, seeds: list[int], path: str,
   record = {"config": key, "seeds": seeds, "test_error": [float(e) for e in out["test_error"]],
             "seconds": out["seconds"], "steps": config.total_steps}
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp, path)
+  _write_atomic(path, json.dumps(record, indent=2))
   return record
 
 
@@ -122,9 +119,10 @@ def markdown(rows: dict[str, dict[int, dict]], *, command: str, machine: str, bu
       "# Table 6.2: Ladder Network and its EBGAN extension",
       "",
       f"Test error (%), mean ± standard deviation over {', '.join(map(str, sorted(seeds)))} "
-      f"seeds, each seed with its own balanced labelled subset; {', '.join(map(str, sorted(steps)))}"
-      f" training steps per seed. Our rows are on {dataset}; the thesis' on permutation-invariant "
-      "MNIST (60,000 training images), so compare the orderings, not the numbers.",
+      "seeds, each seed with its own balanced labelled subset; "
+      f"{', '.join(map(str, sorted(steps)))} training steps per seed. Our rows are on "
+      f"{dataset}; the thesis' on permutation-invariant MNIST (60,000 training images), so "
+      "compare the orderings, not the numbers.",
       "",
       *lines,
       "",
@@ -136,7 +134,7 @@ def markdown(rows: dict[str, dict[int, dict]], *, command: str, machine: str, bu
 
 
 def run_table(workdir: str, results_dir: str, budget: str, command: str, machine: str,
-              num_seeds: int = NUM_SEEDS, log: Callable[[str], None] = print) -> str:
+              num_seeds: int = NUM_SEEDS, log: Callable[[str], None] = _print) -> str:
   """Trains every setting of Table 6.2 (resuming), writes ladder.md and ladder.json."""
   if not isinstance(num_seeds, int) or num_seeds < 1:
     raise TableError(f"seeds: {num_seeds!r} must be a positive integer")
@@ -161,9 +159,15 @@ def run_table(workdir: str, results_dir: str, budget: str, command: str, machine
                  for model, per in rows.items()},
              "thesis": {k: list(v) for k, v in THESIS.items()}}
   os.makedirs(results_dir, exist_ok=True)
-  with open(os.path.join(results_dir, "ladder.md"), "w") as f:
-    f.write(text)
-  with open(os.path.join(results_dir, "ladder.json"), "w") as f:
-    json.dump(writers.to_json_safe(payload), f, indent=2, sort_keys=True, allow_nan=False)
-    f.write("\n")
+  _write_atomic(os.path.join(results_dir, "ladder.md"), text)
+  _write_atomic(os.path.join(results_dir, "ladder.json"),
+                json.dumps(writers.to_json_safe(payload), indent=2, sort_keys=True,
+                           allow_nan=False) + "\n")
   return text
+
+
+def _write_atomic(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

@@ -373,7 +373,7 @@ def reproduce(table: str, workdir: str, results_dir: str, budget: str, command: 
       raise ReproduceError("rows: table 6.2 has no rows to pick; it trains every setting")
     try:
       return ladder_table.run_table(workdir, results_dir, budget, command, _machine())
-    except ladder_table.TableError as e:
+    except (ladder_table.TableError, FloatingPointError) as e:
       raise ReproduceError(str(e)) from e
   from uncertainty_jax.evaluation import video_pred as evaluation  # pylint: disable=g-import-not-at-top
   groups = select_rows(table, rows)

@@ -9,10 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from experiments import ebgan as ebgan_config
 from experiments import ladder_table
+from tests import test_image_datasets
 from tests.conftest import run_main
+from tests.test_image_datasets import _fake_tfds  # pylint: disable=unused-import
 from uncertainty_jax import tasks
 from uncertainty_jax.tasks import ladder
 from uncertainty_jax.training import steps as steps_lib
@@ -78,6 +81,39 @@ def test_ebgan_ladder_discriminator_adds_the_margin_loss():
   np.testing.assert_allclose(g_loss, w * g_metrics["g/energy_fake"], rtol=1e-6)
 
 
+def test_generated_samples_use_their_own_statistics_and_update_none():
+  task = tasks.get_task(_config("ebgan_ladder", margin=5.0))
+  state = task.init_state(jax.random.PRNGKey(0))
+  batch = _batch(task)
+  rng = jax.random.PRNGKey(1)
+  _, (metrics, stats) = task.discriminator_loss(state.discriminator.params, state, batch, rng)
+  real_rng, fake_rng, z_rng = jax.random.split(rng, 3)
+  disc = state.discriminator
+  # The running averages returned are those of the pass over the real rows alone.
+  x = jnp.concatenate([batch["x_labelled"], batch["x_unlabelled"]])
+  _, real_updates = task.ladder.apply(disc.variables, x, train=True, rngs={"noise": real_rng},
+                                      mutable=["batch_stats"])
+  for a, b in zip(jax.tree_util.tree_leaves(stats),
+                  jax.tree_util.tree_leaves(real_updates["batch_stats"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # E(G(z)) by hand: the generator in training mode, then the ladder on the samples alone.
+  n = batch["x_unlabelled"].shape[0]
+  z = jax.random.uniform(z_rng, (n, task.config.latent_dim), minval=-1.0, maxval=1.0)
+  fake, _ = task.generator.apply(state.generator.variables, z, train=True,
+                                 mutable=["batch_stats"])
+  out, _ = task.ladder.apply({"params": disc.params, "batch_stats": real_updates["batch_stats"]},
+                             fake, train=True, rngs={"noise": fake_rng}, mutable=["batch_stats"])
+  energy = np.mean((np.asarray(fake) - np.asarray(out.reconstruction)) ** 2, axis=1)
+  np.testing.assert_allclose(metrics["d/energy_fake"], energy.mean(), rtol=1e-5)
+
+
+def test_learning_rate_is_constant_then_decays_linearly():
+  schedule = ladder._decayed(2e-3, 300, 1 / 3)  # pylint: disable=protected-access
+  got = [float(schedule(jnp.asarray(s))) for s in (0, 199, 200, 250, 299)]
+  np.testing.assert_allclose(got, [2e-3, 2e-3, 2e-3, 1e-3, 2e-3 / 100], rtol=1e-6)
+  assert ladder._decayed(2e-3, 300, 0.0) == 2e-3  # pylint: disable=protected-access
+
+
 def test_margin_decays_linearly_to_zero():
   task = tasks.get_task(_config("ebgan_ladder", margin=2.0, margin_decay_fraction=0.5,
                                 total_steps=100))
@@ -121,7 +157,8 @@ def test_each_seed_has_its_own_balanced_labelled_subset():
   labels = a._train_labels[a.labelled_indices]  # pylint: disable=protected-access
   np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.full(10, 5))
   # Labelled rows come from the training split: none of them is a test image.
-  train_rows = {r.tobytes() for r in a._train[a.labelled_indices]}  # pylint: disable=protected-access
+  train = a._train  # pylint: disable=protected-access
+  train_rows = {r.tobytes() for r in train[a.labelled_indices]}
   assert not train_rows & {r.tobytes() for r in a.test["x"]}
 
 
@@ -136,8 +173,8 @@ def test_cli_trains_evaluates_and_checkpoints(tmp_path, variant):
   assert 0 <= record["test_error"] <= 100
   assert record["test_accuracy"] == pytest.approx(100 - record["test_error"])
   assert os.path.isdir(workdir / "checkpoints")
-  assert bool(list((workdir / "samples").glob("*.png")) if (workdir / "samples").exists()
-              else []) == (variant == "ebgan_ladder")
+  # Only EBGAN-LN has a generator whose samples are drawn.
+  assert bool(list((workdir / "samples").glob("*.png"))) == (variant == "ebgan_ladder")
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -184,5 +221,22 @@ def test_table_writes_results_and_resumes(tmp_path, monkeypatch):
     ladder_table.run_table(work, results, "tiny", "cmd", "machine", num_seeds=3,
                            log=lambda _: None)
   assert open(os.path.join(work, "ladder_100.json")).read() == saved
-  with pytest.raises(ladder_table.TableError, match="budget"):
+  with pytest.raises(ValueError, match="budget: '-2' is neither a positive number nor 'tiny'"):
     ladder_table.setting_config("ladder", 100, "-2")
+
+
+@pytest.mark.usefixtures("fake_tfds")
+def test_mnist_is_read_flat_from_tfds():
+  task = tasks.get_task(_config("ebgan_ladder", dataset="mnist", num_labels=6,
+                                labelled_batch_size=2, unlabelled_batch_size=4, batch_size=4))
+  dataset = ladder.LadderDataset(task.config, None)
+  builder = tfds.builder("mnist")
+  raw = test_image_datasets._examples(builder, "train")  # pylint: disable=protected-access
+  expected = np.stack([ex["image"] for ex in raw]).reshape(len(raw), -1) / 127.5 - 1
+  batch = dataset.sampler.batch(0)
+  assert batch["x_unlabelled"].shape == (4, 784)
+  for row in batch["x_labelled"]:
+    assert np.abs(expected - row).max(axis=1).min() < 1e-6
+  assert task.input_size == 784
+  out = ladder.train_seeds(task, [0], 2)
+  assert 0 <= out["test_error"][0] <= 100

@@ -2,9 +2,9 @@
 
 EBGAN-LN (Table 6.2) uses a "bottom-layer-cost" Ladder Network (Rasmus et al., 2015,
 "Semi-supervised learning with ladder networks", NeurIPS) as the EBGAN discriminator: its energy is
-the decoder's reconstruction error of the input. The thesis gives no further detail, so the network follows
-Rasmus et al.'s Algorithm 1 and their public code (github.com/CuriousAI/ladder), restricted to fully
-connected layers on flat inputs (permutation-invariant MNIST):
+the decoder's reconstruction error of the input. The thesis gives no further detail, so the
+network follows Rasmus et al.'s Algorithm 1 and their public code (github.com/CuriousAI/ladder),
+restricted to fully connected layers on flat inputs (permutation-invariant MNIST):
 
 * Encoder, run twice with shared parameters: a clean path, and a noisy path that adds
   `noise_std * N(0, 1)` to the input and to every layer's normalised pre-activation. Layer `l`

@@ -11,11 +11,11 @@ reconstruction from the noisy path, per sample). The discriminator minimises
     cross-entropy(labelled) + w * (E(real) + a * [m_t - E(G(z))]^+)
 
 (the ladder's own costs, with the real rows' energy as its denoising cost, plus the EBGAN margin
-loss of eq. 6.1, its hinge weighted by `adversarial_weight` a), and the fully connected generator of the grid search minimises `w * E(G(z))`
-(eq. 6.2). The margin decays linearly from `margin` to 0 over `margin_decay_fraction` of
-training: the EBGAN paper reports that a decaying margin was needed for EBGAN-LN, so that at the
-end of training the ladder is trained as a plain ladder again; the paper does not give the
-schedule, and the linear one is this library's choice.
+loss of eq. 6.1, its hinge weighted by `adversarial_weight` a), and the fully connected generator
+of the grid search minimises `w * E(G(z))` (eq. 6.2). The margin decays linearly from `margin` to
+0 over `margin_decay_fraction` of training: the EBGAN paper decays the margin during EBGAN-LN's
+training, so that by its end the ladder trains as a plain ladder again; the linear shape and its
+span are this library's choice.
 
 Rasmus et al. normalise the labelled and unlabelled halves of a batch separately; here the two
 are concatenated into one pass (one set of batch statistics), and generated samples go through
@@ -37,13 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from uncertainty_jax import data as data_lib
+from uncertainty_jax.data import base as data_base
 from uncertainty_jax import losses
 from uncertainty_jax.data import labelled as labelled_lib
 from uncertainty_jax.models import ebgan as ebgan_models
 from uncertainty_jax.models import ladder as ladder_models
 from uncertainty_jax.tasks.base import Task
 from uncertainty_jax.training import schedules
-from uncertainty_jax.training import sharding as sharding_lib
 from uncertainty_jax.training import steps as steps_lib
 from uncertainty_jax.training.state import NetworkState
 from uncertainty_jax.training.state import PairState
@@ -54,7 +54,8 @@ _EVAL_CHUNK = 2000
 
 
 def validate_config(config) -> None:
-  """Checks the fields this task reads; each error names the field, its value and what is accepted."""
+  """Checks the fields this task reads; each error names the field, its value and what is
+  accepted."""
   c = config
   if c.framework not in FRAMEWORKS:
     raise ValueError(f"framework: unknown framework {c.framework!r}; valid: {list(FRAMEWORKS)}")
@@ -64,6 +65,11 @@ def validate_config(config) -> None:
   for field in ("num_labels", "labelled_batch_size", "unlabelled_batch_size", "total_steps"):
     if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
       raise ValueError(f"{field}: {c[field]!r} must be a positive integer")
+  devices, processes = jax.device_count(), jax.process_count()
+  for field in ("labelled_batch_size", "unlabelled_batch_size"):
+    if c[field] % devices or c[field] % processes:
+      raise ValueError(f"{field}: {c[field]} rows do not split over the {devices} device(s) of "
+                       f"{processes} process(es); use a multiple of {devices}")
   if not c.learning_rate > 0:
     raise ValueError(f"learning_rate: {c.learning_rate!r} must be positive")
   if not 0 <= c.lr_decay_fraction <= 1:
@@ -85,16 +91,19 @@ class LadderDataset:
   """Semi-supervised batches of a labelled image dataset, and its test split, flattened.
 
   The labelled subset (`num_labels` rows, balanced over classes) is drawn from the training split
-  with `seed`; the unlabelled rows come from the whole training split.
+  with `seed`; the unlabelled rows come from the whole training split. Every process computes the
+  same global batch from (seed, step) and contributes its own slice of each part, so both
+  `labelled_batch_size` and `unlabelled_batch_size` must divide over the devices
+  (`validate_config` checks it).
   """
 
   def __init__(self, config, sharding: Optional[jax.sharding.Sharding], *, seed: int | None = None):
-    if sharding is None:
-      sharding = sharding_lib.batch_sharding(sharding_lib.make_mesh())
-      self.sharding = None
-    else:
-      self.sharding = sharding
-    source = data_lib.get_image_dataset(config, sharding)
+    self.sharding = sharding
+    self._config = config
+    # The image loaders check their own `batch_size` against a sharding; the data is read whole
+    # here, so any one device does.
+    source = data_lib.get_image_dataset(
+        config, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
     train, test = source.arrays("train"), source.arrays("test")
     self.input_size = int(np.prod(train["images"].shape[1:]))
     self.image_shape = tuple(train["images"].shape[1:])
@@ -104,20 +113,28 @@ class LadderDataset:
     self._train_labels = np.asarray(train["labels"])
     self.test = {"x": test["images"].reshape(len(test["images"]), -1).astype(np.float32),
                  "y": np.asarray(test["labels"])}
-    self.sampler = labelled_lib.SemiSupervisedBatches.balanced(
-        self._train, self._train_labels, num_labels=config.num_labels,
-        labelled_batch_size=config.labelled_batch_size,
-        unlabelled_batch_size=config.unlabelled_batch_size, seed=self.seed)
+    self.sampler = self.sampler_for(self.seed)
+
+  def sampler_for(self, seed: int) -> labelled_lib.SemiSupervisedBatches:
+    """The batches of `seed` (its own labelled subset and order) over this dataset's arrays."""
+    c = self._config
+    return labelled_lib.SemiSupervisedBatches.balanced(
+        self._train, self._train_labels, num_labels=c.num_labels,
+        labelled_batch_size=c.labelled_batch_size,
+        unlabelled_batch_size=c.unlabelled_batch_size, seed=seed)
 
   @property
   def labelled_indices(self) -> np.ndarray:
     return self.sampler.labelled_indices
 
   def train_batch(self, step: int) -> dict[str, jax.Array]:
+    """`{'x_labelled' [Bl, D], 'y_labelled' [Bl], 'x_unlabelled' [Bu, D]}`, sharded."""
     batch = self.sampler.batch(step)
     if self.sharding is None:
       return {k: jnp.asarray(v) for k, v in batch.items()}
-    return {k: jax.device_put(v, self.sharding) for k, v in batch.items()}
+    p, n = jax.process_index(), jax.process_count()
+    local = {k: v[p * len(v) // n:(p + 1) * len(v) // n] for k, v in batch.items()}
+    return data_base.make_global_batch(local, self.sharding)
 
 
 class LadderTask(Task):
@@ -315,7 +332,12 @@ def train_seeds(task: LadderTask, seeds: Sequence[int], steps: int, *,
   """Trains `seeds` of one setting together under `jax.vmap` and evaluates each.
 
   Every seed has its own initialisation, random numbers, labelled subset and batch order (those
-  of a single run with `config.seed = seed`): one compiled step trains them all.
+  of a single run with `config.seed = seed`): one compiled step trains them all. `steps` is
+  normally `config.total_steps`, which the margin and learning-rate schedules count towards.
+
+  Raises:
+    FloatingPointError: a seed's loss became NaN or infinite (no errors are returned, so a
+      diverged seed is never saved as a result).
 
   Returns:
     `{'seeds': [...], 'test_error': [S] percent, 'seconds': training time (initialisation and
@@ -324,8 +346,11 @@ def train_seeds(task: LadderTask, seeds: Sequence[int], steps: int, *,
   """
   if not seeds:
     raise ValueError("seeds: at least one seed is needed")
-  datasets = [LadderDataset(task.config, None, seed=s) for s in seeds]
-  task._set_shapes(datasets[0])  # pylint: disable=protected-access
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps: {steps!r} must be a positive integer")
+  dataset = LadderDataset(task.config, None)
+  task._set_shapes(dataset)  # pylint: disable=protected-access
+  samplers = [dataset.sampler_for(s) for s in seeds]
   keys = [jax.random.split(jax.random.PRNGKey(s)) for s in seeds]
   init_keys = jnp.stack([k[0] for k in keys])
   step_keys = jnp.stack([k[1] for k in keys])
@@ -333,11 +358,12 @@ def train_seeds(task: LadderTask, seeds: Sequence[int], steps: int, *,
   state = jax.jit(jax.vmap(task.init_state))(init_keys)
   step_fn = jax.jit(jax.vmap(lambda s, b, k: steps_lib.train_step(task, s, b, k)),
                     donate_argnums=(0,))
-  samplers = [d.sampler for d in datasets]
+  finite = jnp.ones((len(seeds),), bool)
   first_done = None
   for i in range(steps):
     batch = {k: jnp.asarray(v) for k, v in labelled_lib.stack_batches(samplers, i).items()}
-    state, _ = step_fn(state, batch, step_keys)
+    state, metrics = step_fn(state, batch, step_keys)
+    finite = finite & jnp.isfinite(metrics["g/loss"]) & jnp.isfinite(metrics.get("d/loss", 0.0))
     if i == 0:
       jax.block_until_ready(state)
       first_done = time.time()
@@ -346,9 +372,13 @@ def train_seeds(task: LadderTask, seeds: Sequence[int], steps: int, *,
   jax.block_until_ready(state)
   seconds = time.time() - start
   step_seconds = time.time() - first_done
+  bad = [s for s, ok in zip(seeds, np.asarray(finite)) if not ok]
+  if bad:
+    raise FloatingPointError(f"seeds {bad}: a loss became NaN or infinite; their test errors "
+                             f"would be meaningless, so nothing is reported")
   errors = []
-  for i, d in enumerate(datasets):
+  for i in range(len(seeds)):
     member = jax.tree_util.tree_map(lambda x, i=i: x[i], state)
-    errors.append(task.test_error(task.ladder_net(member), d.test))
+    errors.append(task.test_error(task.ladder_net(member), dataset.test))
   return {"seeds": list(seeds), "test_error": errors, "seconds": seconds,
           "step_seconds": step_seconds, "state": state}
