@@ -182,7 +182,7 @@ def test_cli_trains_evaluates_and_checkpoints(tmp_path, variant):
     (dict(num_labels=105), "not divisible by the class count 10"),
     (dict(framework="vae"), "framework: unknown framework 'vae'"),
     (dict(dataset="photo_patches"), "dataset: 'photo_patches' has no labelled split"),
-    (dict(layer_sizes=(16, 7)), "layer_sizes: the last size 7 must be the class count"),
+    (dict(layer_sizes=(16, 7)), r"layer_sizes: the last size of \(16, 7\) must be the class"),
     (dict(margin=-1.0), "margin: -1.0 must be >= 0"),
 ])
 def test_bad_settings_are_clear_errors(overrides, match):
@@ -191,11 +191,18 @@ def test_bad_settings_are_clear_errors(overrides, match):
     task.init_state(jax.random.PRNGKey(0))
 
 
-def test_cli_unknown_variant_is_a_one_line_error(tmp_path):
+def test_cli_bad_input_is_a_one_line_error_that_writes_nothing(tmp_path):
   proc = run_main(["--config=experiments/ebgan.py:ladderr", f"--workdir={tmp_path / 'x'}"])
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert "ladderr" in last and "ebgan_ladder" in last
+  proc = run_main(["--config=experiments/ebgan.py:ladder,tiny", f"--workdir={tmp_path / 'y'}",
+                   "--config.num_labels=105"])
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: num_labels=105: not divisible by the class count 10 of dataset 'digits'; expected "
+      "a multiple of it")
+  assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_table_writes_results_and_resumes(tmp_path, monkeypatch):

@@ -49,7 +49,8 @@ from uncertainty_jax.training.state import NetworkState
 from uncertainty_jax.training.state import PairState
 
 FRAMEWORKS = ("ladder", "ebgan")
-DATASETS = ("digits", "mnist")
+# The labelled datasets and their class counts, checked before a run writes anything.
+DATASETS = {"digits": 10, "mnist": 10}
 _EVAL_CHUNK = 2000
 
 
@@ -61,10 +62,17 @@ def validate_config(config) -> None:
     raise ValueError(f"framework: unknown framework {c.framework!r}; valid: {list(FRAMEWORKS)}")
   if c.dataset not in DATASETS:
     raise ValueError(f"dataset: {c.dataset!r} has no labelled split for the ladder; valid: "
-                     f"{list(DATASETS)}")
+                     f"{sorted(DATASETS)}")
   for field in ("num_labels", "labelled_batch_size", "unlabelled_batch_size", "total_steps"):
     if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
       raise ValueError(f"{field}: {c[field]!r} must be a positive integer")
+  classes = DATASETS[c.dataset]
+  if c.num_labels % classes:
+    raise ValueError(f"num_labels={c.num_labels}: not divisible by the class count {classes} of "
+                     f"dataset {c.dataset!r}; expected a multiple of it")
+  if tuple(c.layer_sizes)[-1:] != (classes,):
+    raise ValueError(f"layer_sizes: the last size of {tuple(c.layer_sizes)} must be the class "
+                     f"count of dataset {c.dataset!r}, {classes}")
   devices, processes = jax.device_count(), jax.process_count()
   for field in ("labelled_batch_size", "unlabelled_batch_size"):
     if c[field] % devices or c[field] % processes:
