@@ -233,9 +233,13 @@ def test_table_writes_results_and_resumes(tmp_path, monkeypatch):
 
 
 @pytest.mark.usefixtures("fake_tfds")
-def test_mnist_is_read_flat_from_tfds():
-  task = tasks.get_task(_config("ebgan_ladder", dataset="mnist", num_labels=6,
-                                labelled_batch_size=2, unlabelled_batch_size=4, batch_size=4))
+def test_mnist_is_read_flat_from_tfds(monkeypatch):
+  # Twenty fake training digits, two of each class, so that ten labels can be balanced.
+  fakes = test_image_datasets._NUM_FAKE  # pylint: disable=protected-access
+  monkeypatch.setitem(fakes, "train", 20)
+  monkeypatch.setattr(test_image_datasets, "_ENCODED", {})
+  task = tasks.get_task(_config("ebgan_ladder", dataset="mnist", num_labels=10,
+                                labelled_batch_size=2, unlabelled_batch_size=4))
   dataset = ladder.LadderDataset(task.config, None)
   builder = tfds.builder("mnist")
   raw = test_image_datasets._examples(builder, "train")  # pylint: disable=protected-access
