@@ -90,7 +90,7 @@ def run_setting(config, seeds: list[int], path: str,
   record = {"config": key, "seeds": seeds, "test_error": [float(e) for e in out["test_error"]],
             "seconds": out["seconds"], "steps": config.total_steps}
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  _write_atomic(path, json.dumps(record, indent=2))
+  writers.replace_atomically(path, json.dumps(record, indent=2))
   return record
 
 
@@ -159,15 +159,8 @@ def run_table(workdir: str, results_dir: str, budget: str, command: str, machine
                  for model, per in rows.items()},
              "thesis": {k: list(v) for k, v in THESIS.items()}}
   os.makedirs(results_dir, exist_ok=True)
-  _write_atomic(os.path.join(results_dir, "ladder.md"), text)
-  _write_atomic(os.path.join(results_dir, "ladder.json"),
-                json.dumps(writers.to_json_safe(payload), indent=2, sort_keys=True,
-                           allow_nan=False) + "\n")
+  writers.replace_atomically(os.path.join(results_dir, "ladder.md"), text)
+  writers.replace_atomically(os.path.join(results_dir, "ladder.json"),
+                             json.dumps(writers.to_json_safe(payload), indent=2, sort_keys=True,
+                                        allow_nan=False) + "\n")
   return text
-
-
-def _write_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)

@@ -30,6 +30,13 @@ def _config(variant, **overrides):
   return c
 
 
+def _setup(variant, **overrides):
+  """A task, its initial state, a batch and a key for one loss evaluation."""
+  task = tasks.get_task(_config(variant, **overrides))
+  state = task.init_state(jax.random.PRNGKey(0))
+  return task, state, _batch(task), jax.random.PRNGKey(1)
+
+
 def _batch(task, seed=0, step=0):
   dataset = ladder.LadderDataset(task.config, None, seed=seed)
   return {k: jnp.asarray(v) for k, v in dataset.sampler.batch(step).items()}
@@ -46,10 +53,7 @@ def test_config_builds_the_task(variant):
 
 
 def test_ladder_loss_is_cross_entropy_plus_weighted_bottom_cost():
-  task = tasks.get_task(_config("ladder"))
-  state = task.init_state(jax.random.PRNGKey(0))
-  batch = _batch(task)
-  rng = jax.random.PRNGKey(3)
+  task, state, batch, rng = _setup("ladder")
   loss, (metrics, _) = task.generator_loss(state.generator.params, state, batch, rng)
   # The same pass by hand: labelled rows then unlabelled ones, one set of batch statistics.
   x = jnp.concatenate([batch["x_labelled"], batch["x_unlabelled"]])
@@ -65,10 +69,7 @@ def test_ladder_loss_is_cross_entropy_plus_weighted_bottom_cost():
 
 
 def test_ebgan_ladder_discriminator_adds_the_margin_loss():
-  task = tasks.get_task(_config("ebgan_ladder", margin=5.0))
-  state = task.init_state(jax.random.PRNGKey(0))
-  batch = _batch(task)
-  rng = jax.random.PRNGKey(1)
+  task, state, batch, rng = _setup("ebgan_ladder", margin=5.0)
   loss, (metrics, _) = task.discriminator_loss(state.discriminator.params, state, batch, rng)
   # With the margin far above every energy the hinge is active for every sample, so the loss is
   # CE + w * (E_real + m - E_fake), each term read from the metrics.
@@ -82,10 +83,7 @@ def test_ebgan_ladder_discriminator_adds_the_margin_loss():
 
 
 def test_generated_samples_use_their_own_statistics_and_update_none():
-  task = tasks.get_task(_config("ebgan_ladder", margin=5.0))
-  state = task.init_state(jax.random.PRNGKey(0))
-  batch = _batch(task)
-  rng = jax.random.PRNGKey(1)
+  task, state, batch, rng = _setup("ebgan_ladder", margin=5.0)
   _, (metrics, stats) = task.discriminator_loss(state.discriminator.params, state, batch, rng)
   real_rng, fake_rng, z_rng = jax.random.split(rng, 3)
   disc = state.discriminator

@@ -28,7 +28,8 @@ A batch is `{'x_labelled' [Bl, D], 'y_labelled' [Bl], 'x_unlabelled' [Bu, D]}`, 
 
 from __future__ import annotations
 
-import math
+import copy
+import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -157,32 +158,29 @@ class LadderTask(Task):
     self.ladder = ladder_models.LadderNetwork(layer_sizes=sizes, cost_weights=weights,
                                               noise_std=c.noise_std)
     self.is_ebgan = c.framework == "ebgan"
-    self._input_size: int | None = None
-    self._image_shape: tuple[int, ...] | None = None
+    self._data: LadderDataset | None = None
     self.generator = None
 
   # --- data and state -------------------------------------------------------------------------
 
-  def make_dataset(self, sharding):
-    dataset = LadderDataset(self.config, sharding)
-    self._set_shapes(dataset)
-    return dataset
+  def data(self) -> LadderDataset:
+    """The dataset, read once, unsharded; it also sets the input size and the generator."""
+    if self._data is None:
+      self._data = LadderDataset(self.config, None)
+      if self.is_ebgan:
+        c = self.config
+        self.generator = ebgan_models.FCGenerator(c.num_layers_g, c.size_g,
+                                                  (self._data.input_size,))
+    return self._data
 
-  def _set_shapes(self, dataset: LadderDataset) -> None:
-    if self.ladder.layer_sizes[-1] != dataset.num_classes:
-      raise ValueError(f"layer_sizes: the last size {self.ladder.layer_sizes[-1]} must be the "
-                       f"class count of dataset {self.config.dataset!r}, {dataset.num_classes}")
-    self._input_size, self._image_shape = dataset.input_size, dataset.image_shape
-    if self.is_ebgan:
-      c = self.config
-      self.generator = ebgan_models.FCGenerator(c.num_layers_g, c.size_g, (self.input_size,))
+  def make_dataset(self, sharding):
+    dataset = copy.copy(self.data())
+    dataset.sharding = sharding
+    return dataset
 
   @property
   def input_size(self) -> int:
-    if self._input_size is None:
-      # The shapes come from the data; build it (without sharding) when asked before it.
-      self._set_shapes(LadderDataset(self.config, None))
-    return self._input_size
+    return self.data().input_size
 
   def _ladder_optimizer(self):
     c = self.config
@@ -311,7 +309,7 @@ class LadderTask(Task):
     z = self.sample_latent(jax.random.PRNGKey(self.config.seed + 1), n)
     generate = self.jitted("generate", lambda v, z: self.generator.apply(v, z, train=False))
     flat = np.asarray(generate(state.generator.variables, z))
-    return flat.reshape(n, *self._image_shape)
+    return flat.reshape(n, *self.data().image_shape)
 
   def write_samples(self, state, dataset, mesh, sample_dir, step, writer):
     if not self.is_ebgan:
@@ -319,7 +317,6 @@ class LadderTask(Task):
     images = self.samples(state, self.config.num_sample_images)
     if jax.process_index() != 0:
       return
-    import os  # pylint: disable=g-import-not-at-top
     from uncertainty_jax.evaluation import ebgan_figures  # pylint: disable=g-import-not-at-top
     from uncertainty_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
     grid = ebgan_figures.sample_grid(images, scale=max(1, 32 // images.shape[1]))
@@ -356,8 +353,7 @@ def train_seeds(task: LadderTask, seeds: Sequence[int], steps: int, *,
     raise ValueError("seeds: at least one seed is needed")
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps: {steps!r} must be a positive integer")
-  dataset = LadderDataset(task.config, None)
-  task._set_shapes(dataset)  # pylint: disable=protected-access
+  dataset = task.data()
   samplers = [dataset.sampler_for(s) for s in seeds]
   keys = [jax.random.split(jax.random.PRNGKey(s)) for s in seeds]
   init_keys = jnp.stack([k[0] for k in keys])

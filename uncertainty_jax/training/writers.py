@@ -108,7 +108,7 @@ def _read_lines(path: str) -> list[tuple[str, dict[str, Any]]]:
   return out
 
 
-def _replace_atomically(path: str, text: str) -> None:
+def replace_atomically(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file in the same directory and `os.replace`."""
   directory = os.path.dirname(path) or '.'
   fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
@@ -173,7 +173,7 @@ def truncate_metrics_after(workdir: str | os.PathLike, step: int) -> int:
           if not isinstance(record.get('step'), (int, float)) or record['step'] <= step]
   removed = total_lines - len(kept)
   if removed:
-    _replace_atomically(path, ''.join(line + '\n' for line in kept))
+    replace_atomically(path, ''.join(line + '\n' for line in kept))
   return removed
 
 
@@ -185,7 +185,7 @@ def _drop_torn_last_line(path: str) -> None:
     f.seek(-1, os.SEEK_END)
     if f.read(1) == b'\n':
       return
-  _replace_atomically(path, ''.join(line + '\n' for line, _ in _read_lines(path)))
+  replace_atomically(path, ''.join(line + '\n' for line, _ in _read_lines(path)))
 
 
 class MetricWriter:
