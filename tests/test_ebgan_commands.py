@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -60,12 +61,32 @@ def test_samples_puts_runs_side_by_side(tmp_path):
   proc = _run("experiments.samples", f"--workdirs={','.join(runs)}", f"--output={output}",
               "--num=4")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  spreads = [line for line in proc.stdout.splitlines() if ", spread " in line]
+  assert [line.split(":")[0] for line in spreads] == runs
+  assert all(0 <= float(re.search(r"spread ([0-9.]+)", line).group(1)) < 2 for line in spreads)
   image = np.asarray(Image.open(output))
   # Two panels of 2x2 tiny 32x32 samples, side by side: wider than tall.
   assert image.shape[1] > image.shape[0] > 64
 
+  proc = _run("experiments.samples", f"--workdirs={runs[0]}", f"--output={tmp_path / 'y.png'}",
+              "--num=1")
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: --num: 1 must be")
   proc = _run("experiments.samples", f"--workdirs={tmp_path / 'missing'}",
               f"--output={tmp_path / 'x.png'}")
   assert proc.returncode == 1
   assert "has no config.json" in proc.stderr.strip().splitlines()[-1]
   assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_sample_spread_is_numpy_std_across_samples():
+  from experiments import samples  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 3, 4, 2))
+  expected = np.mean([[[np.std(x[:, i, j, k]) for k in range(2)] for j in range(4)]
+                      for i in range(3)])
+  np.testing.assert_allclose(samples.sample_spread(x), expected, rtol=1e-12)
+  # A collapsed generator: every sample the same image.
+  assert samples.sample_spread(np.repeat(x[:1], 6, axis=0)) < 1e-12
+  with np.testing.assert_raises_regex(ValueError, "at least 2 samples"):
+    samples.sample_spread(x[:1])
