@@ -1,5 +1,6 @@
 """Shape, mode and gradient tests of the chapter-6 generators and auto-encoder discriminators."""
 
+import functools
 import itertools
 import math
 
@@ -214,6 +215,36 @@ class TestConvolutionalModels:
     assert encoder == [(4, 4, 3, 64), (4, 4, 64, 128), (4, 4, 128, 256)]
     assert decoder == [(4, 4, 256, 128), (4, 4, 128, 64), (4, 4, 64, 3)]
 
+
+  @pytest.mark.parametrize("module", ["generator", "autoencoder"])
+  def test_deconv_methods_share_parameters_outputs_and_gradients(self, module):
+    if module == "generator":
+      make = lambda m: ebgan.DCGANGenerator(base_features=8, image_size=32, deconv=m)
+      x = jax.random.normal(jax.random.PRNGKey(0), (3, ebgan.DCGAN_LATENT_DIM))
+    else:
+      make = lambda m: ebgan.ConvAutoEncoder(features=(8, 16, 32), deconv=m)
+      x = _uniform((3, 16, 16, 3))
+    flax_model, subpixel_model = make("flax"), make("subpixel")
+    variables = _init(flax_model, x)
+    # The same names, so a seed draws the same weights under either method.
+    chex.assert_trees_all_equal(variables, _init(subpixel_model, x))
+
+    def loss(model, params):
+      out = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])[0]
+      out = out[0] if isinstance(out, tuple) else out
+      return jnp.sum(jnp.sin(3 * out))
+
+    for a, b in zip(jax.value_and_grad(functools.partial(loss, flax_model))(variables["params"]),
+                    jax.value_and_grad(functools.partial(loss, subpixel_model))(
+                        variables["params"])):
+      chex.assert_trees_all_close(a, b, atol=1e-4, rtol=1e-4)
+
+  def test_unknown_deconv_method_is_refused(self):
+    with pytest.raises(ValueError,
+                       match=r"deconv: unknown method 'fast'; valid: \['subpixel', 'flax'\]"):
+      ebgan.DCGANGenerator(deconv="fast")
+    with pytest.raises(ValueError, match=r"deconv: unknown method 'fast'"):
+      ebgan.ConvAutoEncoder(deconv="fast")
 
   def test_conv_autoencoder_without_batch_norm_treats_samples_alone(self):
     model = ebgan.ConvAutoEncoder(features=(8, 16, 32), batch_norm=False)

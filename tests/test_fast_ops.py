@@ -128,3 +128,62 @@ def test_discriminator_methods_share_parameters_outputs_and_gradients():
   expected = jax.jit(lambda p, f: grad(plain, p, f))(params, frames)
   got = jax.jit(lambda p, f: grad(fast, p, f))(params, frames)
   chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def _numpy_upsample_same_conv(x, kernel):
+  """Nearest x2 upsampling (np.repeat), zero padding, then the correlation written as loops."""
+  up = np.repeat(np.repeat(np.asarray(x, np.float64), 2, axis=1), 2, axis=2)
+  k = kernel.shape[0]
+  r = (k - 1) // 2
+  padded = np.pad(up, [(0, 0), (r, r), (r, r), (0, 0)])
+  b, h, w, _ = up.shape
+  out = np.zeros((b, h, w, kernel.shape[-1]))
+  for i in range(k):
+    for j in range(k):
+      out += np.einsum("bhwc,co->bhwo", padded[:, i:i + h, j:j + w],
+                       np.asarray(kernel, np.float64)[i, j])
+  return out
+
+
+# (H, W, C, O, k): a rectangular map, one pixel, a 5x5 kernel, a 1x1 kernel.
+_UPSAMPLE_SHAPES = [(5, 7, 3, 4, 3), (1, 1, 2, 3, 3), (4, 4, 3, 2, 5), (3, 2, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("method", conv_lib.UPSAMPLE_METHODS)
+@pytest.mark.parametrize("shape", _UPSAMPLE_SHAPES)
+def test_upsample_conv2d_is_nearest_upsampling_then_same_conv(method, shape):
+  h, w, c, o, k = shape
+  x, kernel = _random((2, h, w, c), 0), _random((k, k, c, o), 1) / k
+  np.testing.assert_allclose(layers.upsample_conv2d(x, kernel, method),
+                             _numpy_upsample_same_conv(x, kernel), rtol=1e-5, atol=1e-5)
+  # Gradients against differentiating lax's convolution of the upsampled map.
+  cotangent = _random((2, 2 * h, 2 * w, o), 2)
+
+  def reference(a, b):
+    return _lax_conv(jnp.repeat(jnp.repeat(a, 2, axis=1), 2, axis=2), b, "SAME")
+
+  got = _value_and_grads(jax.jit(lambda a, b: layers.upsample_conv2d(a, b, method)), x, kernel,
+                         cotangent)
+  want = _value_and_grads(reference, x, kernel, cotangent)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_upsample_conv_parameters_are_those_of_nn_conv_on_the_upsampled_map():
+  x = _random((2, 4, 4, 3), 3)
+  module = layers.UpsampleConv(5, method="phases")
+  variables = module.init(jax.random.PRNGKey(0), x)
+  chex.assert_trees_all_equal_shapes(
+      variables, nn.Conv(5, (3, 3)).init(jax.random.PRNGKey(0), x))
+  up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  np.testing.assert_allclose(module.apply(variables, x),
+                             nn.Conv(5, (3, 3), padding="SAME").apply(variables, up),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_upsample_conv2d_rejects_unknown_methods_and_even_kernels():
+  x = _random((1, 4, 4, 2), 0)
+  with pytest.raises(ValueError, match=r"unknown method 'fast'; valid: \['auto', 'xla'"):
+    layers.upsample_conv2d(x, _random((3, 3, 2, 2), 1), "fast")
+  with pytest.raises(ValueError, match="not square with an odd size"):
+    layers.upsample_conv2d(x, _random((2, 2, 2, 2), 1))

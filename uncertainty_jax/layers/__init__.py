@@ -1,9 +1,11 @@
 """Pure ops and small Flax modules shared by the models."""
 
 from uncertainty_jax.layers.conv import SubpixelConvTranspose
+from uncertainty_jax.layers.conv import UpsampleConv
 from uncertainty_jax.layers.conv import ValidConv
 from uncertainty_jax.layers.conv import same_conv2d
 from uncertainty_jax.layers.conv import subpixel_conv_transpose
+from uncertainty_jax.layers.conv import upsample_conv2d
 from uncertainty_jax.layers.conv import valid_conv2d
 from uncertainty_jax.layers.init import torch_uniform
 from uncertainty_jax.layers.phase_pooling import PoolSpec
@@ -13,5 +15,6 @@ from uncertainty_jax.layers.pyramid import downsample
 from uncertainty_jax.layers.pyramid import image_pyramid
 from uncertainty_jax.layers.pyramid import upsample2x
 
-__all__ = ["PoolSpec", "SubpixelConvTranspose", "ValidConv", "downsample", "image_pyramid", "phase_pool", "phase_unpool",
-           "same_conv2d", "subpixel_conv_transpose", "torch_uniform", "upsample2x", "valid_conv2d"]
+__all__ = ["PoolSpec", "SubpixelConvTranspose", "UpsampleConv", "ValidConv", "downsample",
+           "image_pyramid", "phase_pool", "phase_unpool", "same_conv2d", "subpixel_conv_transpose",
+           "torch_uniform", "upsample2x", "upsample_conv2d", "valid_conv2d"]
