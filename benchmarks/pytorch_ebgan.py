@@ -1,10 +1,11 @@
 """The public PyTorch EBGAN's training iteration, for timing beside the JAX step in one run.
 
 Transcribed from eriklindernoren/PyTorch-GAN (MIT licence), `implementations/ebgan/ebgan.py`: the
-same networks (32x32 grayscale, latent 62), Adam 2e-4 with betas (0.5, 0.999), margin
-max(1, batch / 64), lambda_pt 0.1, and one iteration as that script runs it: the generator update
-on fresh normal latents, then the discriminator update on the same (detached) samples, with the
-hinge applied only when the batch's fake reconstruction error is below the margin (a `.item()`
+same networks (32x32 grayscale, latent 62) and initialisation (`weights_init_normal`: N(0, 0.02)
+convolution weights, N(1, 0.02) scales of the 2-D batch norms), Adam 2e-4 with betas (0.5, 0.999),
+margin max(1, batch / 64), lambda_pt 0.1, and one iteration as that script runs it: the generator
+update on fresh normal latents, then the discriminator update on the same (detached) samples, with
+the hinge applied only when the batch's fake reconstruction error is below the margin (a `.item()`
 sync, as there). Nothing here is used by the library; `benchmarks.ebgan_step` imports it only
 where torch is installed (it is not a dependency).
 """
@@ -71,6 +72,16 @@ class Discriminator(nn.Module):
     return out, embedding
 
 
+def weights_init_normal(m):
+  """That script's initialisation, applied with `module.apply`."""
+  classname = m.__class__.__name__
+  if classname.find("Conv") != -1:
+    torch.nn.init.normal_(m.weight.data, 0.0, 0.02)
+  elif classname.find("BatchNorm2d") != -1:
+    torch.nn.init.normal_(m.weight.data, 1.0, 0.02)
+    torch.nn.init.constant_(m.bias.data, 0.0)
+
+
 def pullaway_loss(embeddings):
   """That script's PT: the mean off-diagonal cosine similarity (not squared there)."""
   norm = torch.sqrt(torch.sum(embeddings ** 2, -1, keepdim=True))
@@ -87,9 +98,13 @@ def time_iterations(batch_size: int = 64, steps: int = 5, image_size: int = 32,
   Returns:
     `{"step_s": median seconds per iteration, "batch": batch_size, "threads": torch threads}`.
   """
+  if steps < 1:
+    raise ValueError(f"steps: {steps} must be a positive integer")
   torch.manual_seed(seed)
   rng = np.random.default_rng(seed)
   generator, discriminator = Generator(image_size, 1, latent_dim), Discriminator(image_size, 1)
+  generator.apply(weights_init_normal)
+  discriminator.apply(weights_init_normal)
   pixelwise_loss = nn.MSELoss()
   optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
   optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))

@@ -39,7 +39,8 @@ def sample_spread(samples: np.ndarray) -> float:
   """Mean over values of the standard deviation across samples `[N, ...]`; 0 for identical ones."""
   samples = np.asarray(samples, np.float64)
   if samples.ndim < 2 or samples.shape[0] < 2:
-    raise ValueError(f"sample_spread needs at least 2 samples [N, ...], got shape {samples.shape}")
+    raise ValueError(f"samples: shape {samples.shape} is not [N, ...] with N >= 2 (the spread "
+                     f"compares samples)")
   return float(samples.std(axis=0).mean())
 
 

@@ -215,7 +215,6 @@ class TestConvolutionalModels:
     assert encoder == [(4, 4, 3, 64), (4, 4, 64, 128), (4, 4, 128, 256)]
     assert decoder == [(4, 4, 256, 128), (4, 4, 128, 64), (4, 4, 64, 3)]
 
-
   @pytest.mark.parametrize("module", ["generator", "autoencoder"])
   def test_deconv_methods_share_parameters_outputs_and_gradients(self, module):
     if module == "generator":

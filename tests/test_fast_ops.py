@@ -173,8 +173,8 @@ def test_upsample_conv_parameters_are_those_of_nn_conv_on_the_upsampled_map():
   x = _random((2, 4, 4, 3), 3)
   module = layers.UpsampleConv(5, method="phases")
   variables = module.init(jax.random.PRNGKey(0), x)
-  chex.assert_trees_all_equal_shapes(
-      variables, nn.Conv(5, (3, 3)).init(jax.random.PRNGKey(0), x))
+  # The same names and shapes, so a seed draws the same weights.
+  chex.assert_trees_all_equal(variables, nn.Conv(5, (3, 3)).init(jax.random.PRNGKey(0), x))
   up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
   np.testing.assert_allclose(module.apply(variables, x),
                              nn.Conv(5, (3, 3), padding="SAME").apply(variables, up),
@@ -187,3 +187,5 @@ def test_upsample_conv2d_rejects_unknown_methods_and_even_kernels():
     layers.upsample_conv2d(x, _random((3, 3, 2, 2), 1), "fast")
   with pytest.raises(ValueError, match="not square with an odd size"):
     layers.upsample_conv2d(x, _random((2, 2, 2, 2), 1))
+  with pytest.raises(ValueError, match="kernel_size 4 is not a positive odd integer"):
+    layers.UpsampleConv(3, kernel_size=4).init(jax.random.PRNGKey(0), x)

@@ -343,7 +343,7 @@ def _upsample_conv_matmul(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   """All four phases from one matrix product: the `n x n` patches of `x` padded by the farthest
   reach of either phase, against the phase kernels side by side; each phase reads its own window."""
   phases = _upsample_phase_kernels(kernel)
-  # Per axis, phase 0 reaches `pads[0]` rows down and phase 1 `pads[1]` up (the same for columns).
+  # The farthest any phase reaches beyond the input, on either side (rows and columns alike).
   pad = max(max(phases[0, 0][0][0]), max(phases[1, 1][0][0]))
   n = phases[0, 0][1].shape[0]
   b, h, w, _ = x.shape
@@ -373,7 +373,8 @@ def upsample_conv2d(x: jnp.ndarray, kernel: jnp.ndarray, method: str = "auto") -
   are sums of the kernel's taps. 'phases' computes each of the four output phases as a small
   'VALID' convolution of the input itself (a 3x3 kernel becomes four 2x2 ones: 16 taps per input
   pixel against 36 on the upsampled map, 2.25x fewer multiply-adds); 'matmul' gathers the input's
-  patches once and computes all four phases in one matrix product (a few more taps at the border);
+  patches once and computes all four phases in one matrix product (each on a grid one pixel larger
+  than the input, whose border it discards);
   'xla' upsamples and convolves as written. All give the same function, up to float summation
   order; the parameters are the one `[k, k, C, O]` kernel either way.
 
@@ -427,4 +428,8 @@ class UpsampleConv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """`[B, H, W, C] -> [B, 2H, 2W, features]`."""
+    if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int) or (
+        self.kernel_size < 1 or self.kernel_size % 2 != 1):
+      raise ValueError(f"UpsampleConv: kernel_size {self.kernel_size!r} is not a positive odd "
+                       f"integer")
     return _kernel_op(self, x, lambda v, kernel: upsample_conv2d(v, kernel, self.method))

@@ -181,7 +181,7 @@ def _deconv_4c2s(features: int, bias: bool, init_std: float, index: int, method:
   `nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding='SAME')`, whose 'SAME' pads the
   stride-dilated input by 2 on each side (torch's `ConvTranspose2d(kernel_size=4, stride=2,
   padding=1)`). `method` 'subpixel' computes the same function as `layers.SubpixelConvTranspose`,
-  'flax' as `nn.ConvTranspose`. The sub-pixel form made the `full` 64x64 EBGAN step 5x faster on
+  'flax' as `nn.ConvTranspose`. The sub-pixel form made the `full` 64x64 EBGAN step 2.8x faster on
   the 2-core CPU and 2.3x on an H100 (`benchmarks/ebgan_step.py`, README). Both carry the name
   `ConvTranspose_<index>` and the same parameters, so a seed initialises the same weights and a
   checkpoint restores under either.
