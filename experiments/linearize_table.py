@@ -6,7 +6,7 @@ from their evaluations and checkpoints:
 * `linearize_deep.png`: test trajectories of the toys decoded from interpolated and extrapolated
   codes by Deep 1, 2 and 3 (Figures 3.5 and 3.6);
 * `linearize_skip.png`: the same for Deep 3 trained on triplets with skips, without and with the
-  latent delta (Figure 3.7);
+  latent delta, eq. 3.11 as written and in its residual form (Figure 3.7);
 * `linearize_filters_shallow1.png`, `..._shallow2.png`: the shallow decoders' filters by pool
   group (Figure 3.3).
 """
@@ -36,7 +36,7 @@ COLUMNS = (
 FIGURE_TRAJECTORIES = 4
 FIGURES = (
     ("linearize_deep", ("deep1", "deep2", "deep3")),
-    ("linearize_skip", ("deep3_skip", "deep3_skip_latent")),
+    ("linearize_skip", ("deep3_skip", "deep3_skip_latent", "deep3_skip_latent_residual")),
 )
 
 

@@ -154,3 +154,11 @@ def test_table_3_rows_scale_their_steps():
     config = reproduce.row_config(row, scale)
     assert config.task == "linearize" and config.total_steps == round(row.steps * 0.5)
     assert config.width_multiplier == 0.25
+
+
+def test_table_3_residual_row_differs_from_the_thesis_row_only_in_the_correction():
+  rows = {row.name: reproduce.row_config(row, 1.0) for row in reproduce.TABLES["3"][0]}
+  thesis = rows["deep3_skip_latent"].to_dict()
+  residual = rows["deep3_skip_latent_residual"].to_dict()
+  assert thesis["latent_correction"] == "thesis" and residual["latent_correction"] == "residual"
+  assert {k for k in thesis if thesis[k] != residual[k]} == {"latent_correction"}
