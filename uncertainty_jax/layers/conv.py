@@ -301,6 +301,23 @@ class SubpixelConvTranspose(nn.Module):
     return _kernel_op(self, x, lambda v, kernel: subpixel_conv_transpose(v, kernel, self.stride))
 
 
+CONV_TRANSPOSE_METHODS = ("subpixel", "flax")
+
+
+def conv_transpose(features: int, kernel_size: int, stride: int, method: str, *, use_bias: bool,
+                   kernel_init: Any, name: str | None = None) -> nn.Module:
+  """`nn.ConvTranspose(features, (k, k), strides=(s, s), padding='SAME')` as a module computed
+  by `method`: 'subpixel' (`SubpixelConvTranspose`) or 'flax' (`nn.ConvTranspose`), the same
+  function and parameters, so a seed initialises the same weights under either."""
+  if method not in CONV_TRANSPOSE_METHODS:
+    raise ValueError(f"deconv: unknown method {method!r}; valid: {list(CONV_TRANSPOSE_METHODS)}")
+  if method == "flax":
+    return nn.ConvTranspose(features, (kernel_size, kernel_size), strides=(stride, stride),
+                            padding="SAME", use_bias=use_bias, kernel_init=kernel_init, name=name)
+  return SubpixelConvTranspose(features, kernel_size, stride, use_bias=use_bias,
+                               kernel_init=kernel_init, name=name)
+
+
 UPSAMPLE_METHODS = ("auto", "xla", "phases", "matmul")
 
 

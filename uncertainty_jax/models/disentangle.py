@@ -56,7 +56,7 @@ class ConvLayer:
 
 
 TRUNKS = ("conv3", "conv6")
-DECONVS = ("subpixel", "flax")
+DECONVS = layers_lib.CONV_TRANSPOSE_METHODS
 
 
 def trunk(name: str, widths: Sequence[int]) -> tuple[ConvLayer, ...]:
@@ -238,14 +238,9 @@ class Decoder(nn.Module):
       layer = self.layers[i]
       last = i == 0
       features = self.channels if last else widths[i - 1]
-      if self.deconv == "subpixel":
-        h = layers_lib.SubpixelConvTranspose(features, layer.kernel, layer.stride, use_bias=last,
-                                             kernel_init=_normal_init(INIT_STD),
-                                             name=f"deconv{i}")(h)
-      else:
-        h = nn.ConvTranspose(features, (layer.kernel, layer.kernel),
-                             strides=(layer.stride, layer.stride), padding="SAME", use_bias=last,
-                             kernel_init=_normal_init(INIT_STD), name=f"deconv{i}")(h)
+      h = layers_lib.conv_transpose(features, layer.kernel, layer.stride, self.deconv,
+                                    use_bias=last, kernel_init=_normal_init(INIT_STD),
+                                    name=f"deconv{i}")(h)
       if not last:
         h = nn.relu(_batch_norm(train, f"bn{i}")(h))
     return jnp.tanh(h)

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from uncertainty_jax import layers as layers_lib
 
 # How the fractionally strided convolutions are computed (`_deconv_4c2s`).
-DECONVS = ("subpixel", "flax")
+DECONVS = layers_lib.CONV_TRANSPOSE_METHODS
 # DCGAN's leaky ReLU slope (Radford et al., 2016, section 3).
 LEAKY_SLOPE = 0.2
 # Weight init of the EBGAN paper's appendix C: N(0, 0.02) in G, N(0, 0.002) in D; DCGAN's N(0, 0.02)
@@ -186,13 +186,9 @@ def _deconv_4c2s(features: int, bias: bool, init_std: float, index: int, method:
   `ConvTranspose_<index>` and the same parameters, so a seed initialises the same weights and a
   checkpoint restores under either.
   """
-  _check_deconv(method)
-  name = f"ConvTranspose_{index}"
-  if method == "flax":
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME", use_bias=bias,
-                            kernel_init=_normal_init(init_std), name=name)
-  return layers_lib.SubpixelConvTranspose(features, 4, 2, use_bias=bias,
-                                          kernel_init=_normal_init(init_std), name=name)
+  return layers_lib.conv_transpose(features, 4, 2, method, use_bias=bias,
+                                   kernel_init=_normal_init(init_std),
+                                   name=f"ConvTranspose_{index}")
 
 
 class FCGenerator(nn.Module):
