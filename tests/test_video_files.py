@@ -1,10 +1,13 @@
 """Tests of the folder-of-videos dataset on small videos written with OpenCV's own encoders."""
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
+import time
 
 import cv2
 import jax
@@ -537,6 +540,34 @@ class TestFrameCache:
     np.testing.assert_array_equal(cache.frames(video), video_files.read_video(video))
     assert any("cannot write" in r.getMessage() for r in caplog.records)
     assert blocker.read_text() == "not a folder"
+
+  def test_threads_read_entries_one_at_a_time(self, media, tmp_path, monkeypatch):
+    # np.load parses each header with the compiler, which CPython 3.11 cannot enter from two
+    # threads at once; the dataset's probing threads must take turns.
+    real_load, inside, most = np.load, [0], [0]
+    counter = threading.Lock()
+
+    def slow_load(*args, **kwargs):
+      with counter:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+      time.sleep(0.02)
+      try:
+        return real_load(*args, **kwargs)
+      finally:
+        with counter:
+          inside[0] -= 1
+
+    videos = [_lib_file(media, rel) for rel in _MOVING]
+    self._cache(tmp_path).frames(videos[0])  # cached, so a fresh instance loads it
+    for video in videos[1:]:
+      self._cache(tmp_path).frames(video)
+    monkeypatch.setattr(video_files.np, "load", slow_load)
+    cache = self._cache(tmp_path)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+      shapes = list(pool.map(cache.shape, videos * 3))
+    assert cache.decoded == 0 and len(shapes) == 3 * len(videos)
+    assert most[0] == 1
 
   def test_bad_arguments(self, tmp_path):
     with pytest.raises(ValueError, match="cache_dir=''"):

@@ -65,6 +65,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _CACHE_VERSION = 1
 # Memory maps held open at once; each holds a file descriptor.
 _OPEN_MAPS = 128
+# np.load parses the `.npy` header with ast.literal_eval, and CPython 3.11's compiler is not safe
+# to enter from several threads at once (it can raise "SystemError: AST constructor recursion
+# depth mismatch", CPython gh-106905); the probing threads take turns at it.
+_NPY_HEADER_LOCK = threading.Lock()
 _LOG_EVERY_S = 5.0
 
 
@@ -363,7 +367,8 @@ class FrameCache:
     if not os.path.exists(cache_path):
       return None
     try:
-      frames = np.load(cache_path, mmap_mode="r")
+      with _NPY_HEADER_LOCK:
+        frames = np.load(cache_path, mmap_mode="r")
     except (OSError, ValueError, EOFError):
       logging.warning("frame cache: %s is damaged; decoding its video again", cache_path)
       return None
