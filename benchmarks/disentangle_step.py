@@ -121,13 +121,13 @@ def main(argv):
   import tempfile  # pylint: disable=g-import-not-at-top
   for variant in FLAGS.variants:
     if variant not in disentangle_config.VARIANTS:
-      raise ValueError(f"--variants: unknown variant {variant!r}; valid: "
+      raise app.UsageError(f"--variants: unknown variant {variant!r}; valid: "
                        f"{list(disentangle_config.VARIANTS)}")
   for decoder in FLAGS.decoders:
     if decoder not in models.DECONVS:
-      raise ValueError(f"--decoders: unknown decoder {decoder!r}; valid: {list(models.DECONVS)}")
+      raise app.UsageError(f"--decoders: unknown decoder {decoder!r}; valid: {list(models.DECONVS)}")
   if FLAGS.steps < 1 or FLAGS.warmup < 0:
-    raise ValueError(f"--steps {FLAGS.steps} must be >= 1 and --warmup {FLAGS.warmup} >= 0")
+    raise app.UsageError(f"--steps {FLAGS.steps} must be >= 1 and --warmup {FLAGS.warmup} >= 0")
   mesh = sharding_lib.make_mesh()
   devices = jax.devices()
   print(f"machine: {cpu_model()}, {os.cpu_count()} cores; backend {jax.default_backend()}, "

@@ -75,11 +75,6 @@ _TINY = flags.DEFINE_bool("tiny", False, "The shrunken configs of the tests (`:t
 # --- the PyTorch EBGAN's architecture, for this benchmark only ------------------------------------
 
 
-def _upsample_conv3x3(features: int, method: str) -> nn.Module:
-  """Torch's `Upsample(scale_factor=2)` (nearest) then `Conv2d(kernel 3, padding 1)`."""
-  return conv_lib.UpsampleConv(features, 3, method=method)
-
-
 def _conv3x3(features: int, stride: int = 1, method: str = "auto") -> nn.Conv:
   """Torch's Conv2d(kernel 3, padding 1); stride-1 ones computed by `layers.conv.same_conv2d`."""
   if stride == 1:
@@ -116,7 +111,8 @@ class PortGenerator(nn.Module):
     s = self.image_size // 4
     x = nn.Dense(128 * s * s)(z).reshape(z.shape[0], s, s, 128)
     for width in (128, 64):
-      x = _upsample_conv3x3(width, self.method)(x)
+      # Torch's `Upsample(scale_factor=2)` (nearest), then `Conv2d(kernel 3, padding 1)`.
+      x = conv_lib.UpsampleConv(width, 3, method=self.method)(x)
       x = nn.leaky_relu(_batch_norm(train, 0.8)(x), 0.2)
     last = self.method if self.method in conv_lib.SAME_METHODS else "auto"
     return jnp.tanh(_conv3x3(self.channels, method=last)(x))
@@ -144,7 +140,8 @@ class PortAutoEncoder(nn.Module):
     code = nn.Dense(32)(h.reshape(b, -1))
     h = nn.relu(_batch_norm(train, 0.8)(code))
     h = nn.relu(_batch_norm(train, 1e-5)(nn.Dense(64 * s * s)(h)))
-    return _upsample_conv3x3(self.channels, self.method)(h.reshape(b, s, s, 64)), code
+    up = conv_lib.UpsampleConv(self.channels, 3, method=self.method)
+    return up(h.reshape(b, s, s, 64)), code
 
 
 def _random_images(shape: tuple[int, ...]) -> Callable[[int], dict]:
@@ -242,13 +239,14 @@ def main(argv):
   del argv
   unknown = [m for m in _MODELS.value if m not in MODELS]
   if unknown or not _MODELS.value:
-    raise ValueError(f"--models: {unknown or _MODELS.value} are not models; valid: {list(MODELS)}")
+    raise app.UsageError(f"--models: {unknown or _MODELS.value} are not models; valid: {list(MODELS)}")
   if _STEPS.value < 1:
-    raise ValueError(f"--steps: {_STEPS.value} must be a positive integer")
+    raise app.UsageError(f"--steps: {_STEPS.value} must be a positive integer")
   mesh = sharding_lib.make_mesh()
   devices = jax.devices()
   print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()})")
   print(f"host: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+  torch_available = importlib.util.find_spec("torch") is not None
   rows = {}
   for name in dict.fromkeys(m for m in _MODELS.value if m != "pytorch"):
     bench = _build(name, _TINY.value, mesh)
@@ -256,8 +254,9 @@ def main(argv):
     print(f"{name} ({bench.description}): compile {rows[name]['compile_s']:.1f} s", flush=True)
 
   width = max([14, *(len(name) for name in rows)])
-  print(f"{'model':{width}s} {'batch':>5s} {'compile_s':>9s} {'s/step':>8s} {'images/s':>9s} "
-        f"{'GFLOP/step':>10s} {'GFLOP/s':>8s}")
+  if rows or torch_available:
+    print(f"{'model':{width}s} {'batch':>5s} {'compile_s':>9s} {'s/step':>8s} {'images/s':>9s} "
+          f"{'GFLOP/step':>10s} {'GFLOP/s':>8s}")
   for name, r in rows.items():
     gflop = r["flops"] / 1e9
     print(f"{name:{width}s} {r['batch']:5d} {r['compile_s']:9.1f} {r['step_s']:8.4f} "
@@ -265,7 +264,7 @@ def main(argv):
 
   torch_row = None
   if "pytorch" in _MODELS.value:
-    if importlib.util.find_spec("torch") is None:
+    if not torch_available:
       print("pytorch: not timed in this run (torch is not installed; `pip install torch` to time "
             "it here)")
     else:

@@ -178,7 +178,7 @@ def _group_points(config, framework: str, group: str, members: int) -> list[grid
   valid = [f"g{a}x{b}-d{c}x{d}" for a, b, c, d in shapes]
   shape = tuple(int(v) for v in match.groups()) if match else None
   if shape not in shapes:
-    raise ValueError(f"--group: {group!r} is not an architecture of the grid; valid: "
+    raise app.UsageError(f"--group: {group!r} is not an architecture of the grid; valid: "
                      f"{valid[:6]} ... ({len(valid)} in all)")
   chosen = [p for p in points if p.framework == framework and p.architecture[1:] == shape]
   return chosen[:members] if members else chosen
@@ -192,12 +192,12 @@ def main(argv):
   del argv
   unknown = [f for f in _FRAMEWORKS.value if f not in grid_lib.FRAMEWORKS]
   if unknown or not _FRAMEWORKS.value:
-    raise ValueError(f"--frameworks: {_FRAMEWORKS.value} must be a non-empty subset of "
+    raise app.UsageError(f"--frameworks: {_FRAMEWORKS.value} must be a non-empty subset of "
                      f"{list(grid_lib.FRAMEWORKS)}")
   if _STEPS.value < 1:
-    raise ValueError(f"--steps: {_STEPS.value} must be a positive integer")
+    raise app.UsageError(f"--steps: {_STEPS.value} must be a positive integer")
   if _MEMBERS.value < 0:
-    raise ValueError(f"--members: {_MEMBERS.value} must be >= 0 (0 = all)")
+    raise app.UsageError(f"--members: {_MEMBERS.value} must be >= 0 (0 = all)")
   config = ebgan_config.get_config("grid,tiny" if _TINY.value else "grid")
   g = config.grid
   group = _GROUP.value or (f"g{g.num_layers_g[0]}x{g.size_g[0]}-d{g.num_layers_d[0]}x"

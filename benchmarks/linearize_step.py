@@ -73,7 +73,7 @@ def _parse_ks(values: list[str]) -> list[int]:
   except ValueError:
     ks = None
   if not ks or any(k < 0 for k in ks):
-    raise ValueError(f"--ks: {','.join(values)!r} must be a comma-separated list of integers >= 0")
+    raise app.UsageError(f"--ks: {','.join(values)!r} must be a comma-separated list of integers >= 0")
   return list(dict.fromkeys(ks))
 
 
@@ -156,14 +156,14 @@ def main(argv):
   del argv
   ks = _parse_ks(FLAGS.ks)
   if FLAGS.variant not in linearize_config.VARIANTS or FLAGS.variant == "deep1":
-    raise ValueError(f"--variant: {FLAGS.variant!r} is not a variant with delta; valid: "
+    raise app.UsageError(f"--variant: {FLAGS.variant!r} is not a variant with delta; valid: "
                      f"{[v for v in linearize_config.VARIANTS if v != 'deep1']}")
   if FLAGS.steps < 1:
-    raise ValueError(f"--steps: {FLAGS.steps} must be a positive integer")
+    raise app.UsageError(f"--steps: {FLAGS.steps} must be a positive integer")
   if FLAGS.warmup < 0:
-    raise ValueError(f"--warmup: {FLAGS.warmup} must be an integer >= 0")
+    raise app.UsageError(f"--warmup: {FLAGS.warmup} must be an integer >= 0")
   if FLAGS.width is not None and not FLAGS.width > 0:
-    raise ValueError(f"--width: {FLAGS.width} must be positive")
+    raise app.UsageError(f"--width: {FLAGS.width} must be positive")
 
   mesh = sharding_lib.make_mesh()
   devices = jax.devices()

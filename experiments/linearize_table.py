@@ -45,6 +45,12 @@ def _cell(record: dict, key: str, decimals: int) -> str:
   return "–" if value is None else f"{value:.{decimals}f}"
 
 
+def _config_cell(row: dict) -> str:
+  """`linearize.py:ARGS`, then the row's own config overrides as flags."""
+  flags = "".join(f" --config.{k}={v}" for k, v in row.get("overrides", {}).items())
+  return f"`linearize.py:{row['config_arg']}{flags}`"
+
+
 def table(rows: list[dict]) -> str:
   """The Markdown table of the rows' final evaluations."""
   lines = ["| row | data | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
@@ -59,8 +65,7 @@ def write_results(results_dir: str, *, command: str, machine: str, budget: str,
                   rows: list[dict]) -> str:
   """Writes `linearize.md` and `linearize.json`; returns the Markdown."""
   runs = "| row | config | steps | training time (s) |\n|---|---|---|---|\n" + "\n".join(
-      f"| {r['label']} | `linearize.py:{r['config_arg']}` | {r['steps']} | {r['seconds']:.0f} |"
-      for r in rows)
+      f"| {r['label']} | {_config_cell(r)} | {r['steps']} | {r['seconds']:.0f} |" for r in rows)
   num_test = int(rows[0]["eval"].get("num_test", 0))
   parts = [
       "# Chapter 3 on the embedded data",

@@ -401,7 +401,7 @@ def reproduce(table: str, workdir: str, results_dir: str, budget: str, command: 
       if reused:
         print("  finished earlier; reusing its evaluation", flush=True)
       out.append(dict(name=row.name, label=row.label, config_arg=row.config_arg,
-                      steps=config.total_steps, seconds=seconds,
+                      overrides=dict(row.overrides), steps=config.total_steps, seconds=seconds,
                       frame_size=config.get("test_frame_size"), dataset=config.dataset,
                       run_dir=run_dir, eval=record))
     results.append(out)

@@ -56,6 +56,19 @@ def test_ebgan_step_benchmark_reports_every_model():
     assert "ratio pytorch_arch / pytorch (images/s, this run)" in out.stdout
 
 
+def test_ebgan_step_benchmark_bad_and_torch_only_models():
+  from benchmarks.ebgan_step import MODELS  # pylint: disable=g-import-not-at-top
+  out = _run("benchmarks.ebgan_step", "--tiny", "--steps=1", "--models=ebgan,conv32")
+  assert out.returncode != 0
+  assert "--models: ['conv32'] are not models" in out.stderr
+  assert all(m in out.stderr for m in MODELS) and "Traceback" not in out.stderr
+  out = _run("benchmarks.ebgan_step", "--tiny", "--steps=1", "--models=pytorch")
+  assert out.returncode == 0, out.stderr[-3000:]
+  timed = "pytorch: not timed in this run" not in out.stdout
+  # A table is printed only when it has a row.
+  assert any(line.startswith("model ") for line in out.stdout.splitlines()) == timed
+
+
 def test_pytorch_arch_upsampling_forms_are_one_function():
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import ebgan_step  # pylint: disable=g-import-not-at-top

@@ -162,6 +162,32 @@ def test_the_three_frames_are_encoded_each_on_its_own():
     chex.assert_trees_all_close(codes[t], alone, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("correction", ["thesis", "residual"])
+def test_task_delta_equals_unrolled_gradient_steps_on_the_model(correction):
+  # Algorithm 3.1 on the model itself: k steps of delta <- delta - alpha * dL/ddelta from 0, each
+  # example on its own prediction error, written out step by step.
+  task = _tiny_task("deep3,skip,latent")
+  task.config.latent_correction = correction
+  task.config.latent_steps, task.config.latent_learning_rate = 3, 0.05
+  params = task.init_state(jax.random.PRNGKey(0)).generator.params
+  frames = jax.random.uniform(jax.random.PRNGKey(2), (3, 3, 32, 32, 1), minval=-1, maxval=1)
+  code1, code2 = task._encode_frames(params, frames)[:2]  # pylint: disable=protected-access
+  delta = task.infer_delta(params, code1, code2, frames[:, 2])
+
+  def error(d, i):
+    one = lambda x: jax.tree_util.tree_map(lambda v: v[i:i + 1], x)
+    pred = task._decode(params, task._predict(  # pylint: disable=protected-access
+        params, one(code1), one(code2), d[None]))
+    return 0.5 * jnp.sum(jnp.square(pred - frames[i:i + 1, 2]))
+
+  for i in range(3):
+    d = jnp.zeros((task.config.latent_dim,))
+    for _ in range(3):
+      d = d - 0.05 * jax.grad(error)(d, i)
+    np.testing.assert_allclose(np.asarray(delta[i]), np.asarray(d), rtol=1e-4, atol=1e-6)
+  assert float(jnp.abs(delta).max()) > 1e-3  # the steps moved delta
+
+
 def test_inferred_delta_lowers_the_prediction_error():
   task = _tiny_task("deep3,skip,latent")
   task.config.latent_learning_rate = 0.5
@@ -191,6 +217,16 @@ def test_bad_config_is_a_clear_error(field, value, message):
   config.width_multiplier = 0.25
   config[field] = value
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    task_lib.LinearizeTask(config)
+
+
+def test_skip_on_photos_is_refused():
+  from uncertainty_jax.tasks import linearize as task_lib  # pylint: disable=g-import-not-at-top
+  config = linearize_config.get_config("shallow1,skip,latent")
+  config.unlock()
+  config.width_multiplier = 0.25
+  with pytest.raises(ValueError, match="skip: .* dataset 'rigid_photos' does not have; use one of "
+                                       r"\['rotating_toys', 'smallnorb'\]"):
     task_lib.LinearizeTask(config)
 
 

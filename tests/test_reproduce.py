@@ -148,6 +148,19 @@ def test_table_3_tiny_writes_its_table_and_figures(tmp_path):
   assert skip.ndim == 3 and skip.shape[1] == 7 * 34 * 2  # 7 times, 32 px + borders, scale 2
 
 
+def test_table_3_runs_table_gives_each_row_its_whole_config(tmp_path):
+  from experiments import linearize_table  # pylint: disable=g-import-not-at-top
+  record = {"test/mse": 0.25, "num_test": 4.0}
+  rows = [dict(name=name, label=name, config_arg="deep3,skip,latent", overrides=overrides,
+               steps=2, seconds=3.0, dataset="rotating_toys", run_dir="", eval=record)
+          for name, overrides in (("thesis", {}), ("residual", {"latent_correction": "residual"}))]
+  markdown = linearize_table.write_results(str(tmp_path), command="c", machine="m", budget="1",
+                                           rows=rows)
+  assert "| thesis | `linearize.py:deep3,skip,latent` | 2 | 3 |" in markdown
+  assert ("| residual | `linearize.py:deep3,skip,latent --config.latent_correction=residual` | 2 "
+          "| 3 |") in markdown
+
+
 def test_table_3_rows_scale_their_steps():
   scale = reproduce.parse_budget("0.5")
   for row in reproduce.TABLES["3"][0]:

@@ -322,3 +322,24 @@ def test_json_safe_round_trip_keeps_non_finite_values():
   back = writers.from_json_safe(json.loads(text))
   assert back["a"] == math.inf and back["b"][1] == -math.inf and math.isnan(back["b"][2]["c"])
   assert back["b"][0] == 1.5 and back["d"] == "text" and back["e"] == 3
+
+
+def test_replace_atomically_writes_whole_files_with_the_usual_permissions(tmp_path, monkeypatch):
+  path = str(tmp_path / "settings.json")
+  writers.replace_atomically(path, "first\n")
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0o600
+  writers.replace_atomically(path, "second, longer\n")
+  with open(path, encoding="utf-8") as f:
+    assert f.read() == "second, longer\n"
+
+  def fail(*args):
+    raise OSError("disk full")
+
+  monkeypatch.setattr(writers.os, "replace", fail)
+  with pytest.raises(OSError, match="disk full"):
+    writers.replace_atomically(path, "third\n")
+  with open(path, encoding="utf-8") as f:
+    assert f.read() == "second, longer\n"  # the old file is kept whole
+  assert os.listdir(tmp_path) == ["settings.json"]  # no temporary file left

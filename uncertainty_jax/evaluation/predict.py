@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import numbers
 import os
 import tempfile
@@ -29,6 +30,7 @@ import numpy as np
 from uncertainty_jax import metrics as metrics_lib
 from uncertainty_jax.evaluation import visualize
 from uncertainty_jax.evaluation.video_pred import MAX_VAL
+from uncertainty_jax.training import writers
 
 # Output file types: extension -> OpenCV fourcc ('' for GIF, written by Pillow).
 VIDEO_FORMATS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "XVID", ".gif": ""}
@@ -426,16 +428,11 @@ def write_scores_csv(path: str | os.PathLike, result: ClipPrediction) -> None:
   directory = os.path.dirname(path)
   if directory:
     os.makedirs(directory, exist_ok=True)
-  tmp = _temp_path(path)
-  try:
-    with open(tmp, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-      writer.writeheader()
-      writer.writerows(score_rows(result))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  text = io.StringIO(newline="")
+  writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+  writer.writeheader()
+  writer.writerows(score_rows(result))
+  writers.replace_atomically(path, text.getvalue())
 
 
 def summary(result: ClipPrediction) -> str:

@@ -53,6 +53,8 @@ DATASETS = {
 _MAX_VAL = 2.0  # images in [-1, 1]
 # Datasets of one channel; `rigid_photos` gives `channels` (1 or 3).
 _GRAYSCALE = ("rotating_toys", "smallnorb")
+# Datasets of trajectories, whose third frame can skip a step (3.3.3).
+_SKIP_DATASETS = ("rotating_toys", "smallnorb")
 
 
 def validate_config(config) -> None:
@@ -78,6 +80,10 @@ def validate_config(config) -> None:
   if config.latent_correction not in CORRECTIONS:
     raise ValueError(f"latent_correction: {config.latent_correction!r} is not one of "
                      f"{list(CORRECTIONS)}")
+  if config.skip and config.dataset not in _SKIP_DATASETS:
+    raise ValueError(f"skip: the frame-skip data of 3.3.3 comes from trajectories, which dataset "
+                     f"{config.dataset!r} does not have; use one of {list(_SKIP_DATASETS)}, or "
+                     f"skip=False")
   if config.latent_dim and config.architecture == "deep1":
     raise ValueError("latent_dim: Deep 1 learns its extrapolation, so delta (eq. 3.11) has no "
                      "fixed prediction to correct; use deep2 or deep3, or latent_dim=0")

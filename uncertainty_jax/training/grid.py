@@ -24,6 +24,7 @@ import numpy as np
 
 from uncertainty_jax.models import ebgan as ebgan_models
 from uncertainty_jax.training import sweep as sweep_lib
+from uncertainty_jax.training import writers
 
 FRAMEWORKS = ("ebgan", "gan", "ebgan_pt")
 RESULTS = "results.jsonl"
@@ -231,10 +232,7 @@ def check_workdir(config, workdir: str) -> None:
       raise ValueError(f"grid: {workdir} holds a grid search with other settings ({shown}); its "
                        f"results are kept; use another --workdir or the same settings")
     return
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(mine, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  writers.replace_atomically(path, json.dumps(mine, indent=2, sort_keys=True))
 
 
 # --- training -----------------------------------------------------------------------------------

@@ -109,12 +109,18 @@ def _read_lines(path: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def replace_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file in the same directory and `os.replace`."""
+  """Writes `text` to `path` through a temporary file in the same directory and `os.replace`.
+
+  The file gets the permissions a new file usually gets (mkstemp's are owner-only).
+  """
   directory = os.path.dirname(path) or '.'
   fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
                                   suffix='.tmp')
   try:
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      umask = os.umask(0)
+      os.umask(umask)
+      os.fchmod(f.fileno(), 0o666 & ~umask)
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
