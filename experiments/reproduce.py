@@ -3,7 +3,7 @@
     python -m experiments.reproduce --table=4.4                      # about an hour on 2 CPU cores
     python -m experiments.reproduce --table=4.4 --budget=0.5         # half the training steps
     python -m experiments.reproduce --table=4.4 --budget=tiny --workdir=/tmp/r --results_dir=/tmp/r
-    python -m experiments.reproduce --table=3                        # chapter 3, under 2 hours
+    python -m experiments.reproduce --table=3                        # chapter 3, about an hour
     python -m experiments.reproduce --table=5.2                      # chapter 5
     python -m experiments.reproduce --table=6.2                      # chapter 6, semi-supervised
 
@@ -111,9 +111,9 @@ TABLE_4_4_MULTIMODAL = (
     Row("multimodal_model1", "Model 1 (Adv+GDL)", "model1,multimodal", 800, _MULTIMODAL),
     Row("multimodal_model2", "Model 2", "model2,multimodal", 400, _MULTIMODAL),
 )
-# Chapter 3 at the `cpu` widths (a quarter of Table 3.1's): the seven rows of the thesis trained in
-# 85 minutes on 2 CPU cores shared with other jobs, the residual-delta row in 33 more; the test
-# sets of 256 triplets and 64 trajectories are those of the configs.
+# Chapter 3 at the `cpu` widths (a quarter of Table 3.1's): the eight rows train in 64 minutes on
+# 2 CPU cores, the two with delta in half of it (results/linearize.md); the test sets of 256
+# triplets and 64 trajectories are those of the configs.
 REPRODUCE_LINEARIZE = dict(width_multiplier=0.25)
 _LIN = "linearize"
 TABLE_3 = (
