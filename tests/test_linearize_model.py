@@ -188,8 +188,9 @@ def test_task_delta_equals_unrolled_gradient_steps_on_the_model(correction):
   assert float(jnp.abs(delta).max()) > 1e-3  # the steps moved delta
 
 
-def test_inferred_delta_lowers_the_prediction_error():
-  task = _tiny_task("deep3,skip,latent")
+@pytest.mark.parametrize("args", ["deep3,skip,latent", "deep3,latent", "deep2,latent"])
+def test_inferred_delta_lowers_the_prediction_error(args):
+  task = _tiny_task(args)
   task.config.latent_learning_rate = 0.5
   state = task.init_state(jax.random.PRNGKey(0))
   frames = jax.random.uniform(jax.random.PRNGKey(1), (4, 3, 32, 32, 1), minval=-1, maxval=1)
