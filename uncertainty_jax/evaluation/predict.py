@@ -348,14 +348,12 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 def _temp_path(path: str) -> str:
   """A fresh name beside `path` with the same extension (the codec is chosen by it), created with
-  the permissions a new file usually gets (mkstemp's are owner-only)."""
+  the permissions a new file usually gets (`writers.new_file_mode`)."""
   directory, name = os.path.split(path)
   base, ext = os.path.splitext(name)
   fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=f".{base}.", suffix=f".tmp{ext}")
   os.close(fd)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)
+  os.chmod(tmp, writers.new_file_mode())
   return tmp
 
 

@@ -108,19 +108,25 @@ def _read_lines(path: str) -> list[tuple[str, dict[str, Any]]]:
   return out
 
 
+def new_file_mode() -> int:
+  """The permissions `open(path, 'w')` gives a new file under the current umask (0o666 & ~umask),
+  for files made by `tempfile.mkstemp`, which are owner-only."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 def replace_atomically(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file in the same directory and `os.replace`.
 
-  The file gets the permissions a new file usually gets (mkstemp's are owner-only).
+  The file gets the permissions a new file usually gets (`new_file_mode`).
   """
   directory = os.path.dirname(path) or '.'
   fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
                                   suffix='.tmp')
   try:
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      umask = os.umask(0)
-      os.umask(umask)
-      os.fchmod(f.fileno(), 0o666 & ~umask)
+      os.fchmod(f.fileno(), new_file_mode())
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
