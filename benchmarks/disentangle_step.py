@@ -122,10 +122,11 @@ def main(argv):
   for variant in FLAGS.variants:
     if variant not in disentangle_config.VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {variant!r}; valid: "
-                       f"{list(disentangle_config.VARIANTS)}")
+                           f"{list(disentangle_config.VARIANTS)}")
   for decoder in FLAGS.decoders:
     if decoder not in models.DECONVS:
-      raise app.UsageError(f"--decoders: unknown decoder {decoder!r}; valid: {list(models.DECONVS)}")
+      raise app.UsageError(f"--decoders: unknown decoder {decoder!r}; valid: "
+                           f"{list(models.DECONVS)}")
   if FLAGS.steps < 1 or FLAGS.warmup < 0:
     raise app.UsageError(f"--steps {FLAGS.steps} must be >= 1 and --warmup {FLAGS.warmup} >= 0")
   mesh = sharding_lib.make_mesh()

@@ -239,7 +239,8 @@ def main(argv):
   del argv
   unknown = [m for m in _MODELS.value if m not in MODELS]
   if unknown or not _MODELS.value:
-    raise app.UsageError(f"--models: {unknown or _MODELS.value} are not models; valid: {list(MODELS)}")
+    raise app.UsageError(f"--models: {unknown or _MODELS.value} are not models; valid: "
+                         f"{list(MODELS)}")
   if _STEPS.value < 1:
     raise app.UsageError(f"--steps: {_STEPS.value} must be a positive integer")
   mesh = sharding_lib.make_mesh()

@@ -179,7 +179,7 @@ def _group_points(config, framework: str, group: str, members: int) -> list[grid
   shape = tuple(int(v) for v in match.groups()) if match else None
   if shape not in shapes:
     raise app.UsageError(f"--group: {group!r} is not an architecture of the grid; valid: "
-                     f"{valid[:6]} ... ({len(valid)} in all)")
+                         f"{valid[:6]} ... ({len(valid)} in all)")
   chosen = [p for p in points if p.framework == framework and p.architecture[1:] == shape]
   return chosen[:members] if members else chosen
 
@@ -193,7 +193,7 @@ def main(argv):
   unknown = [f for f in _FRAMEWORKS.value if f not in grid_lib.FRAMEWORKS]
   if unknown or not _FRAMEWORKS.value:
     raise app.UsageError(f"--frameworks: {_FRAMEWORKS.value} must be a non-empty subset of "
-                     f"{list(grid_lib.FRAMEWORKS)}")
+                         f"{list(grid_lib.FRAMEWORKS)}")
   if _STEPS.value < 1:
     raise app.UsageError(f"--steps: {_STEPS.value} must be a positive integer")
   if _MEMBERS.value < 0:

@@ -73,7 +73,8 @@ def _parse_ks(values: list[str]) -> list[int]:
   except ValueError:
     ks = None
   if not ks or any(k < 0 for k in ks):
-    raise app.UsageError(f"--ks: {','.join(values)!r} must be a comma-separated list of integers >= 0")
+    raise app.UsageError(f"--ks: {','.join(values)!r} must be a comma-separated list of integers "
+                         f">= 0")
   return list(dict.fromkeys(ks))
 
 
@@ -157,7 +158,7 @@ def main(argv):
   ks = _parse_ks(FLAGS.ks)
   if FLAGS.variant not in linearize_config.VARIANTS or FLAGS.variant == "deep1":
     raise app.UsageError(f"--variant: {FLAGS.variant!r} is not a variant with delta; valid: "
-                     f"{[v for v in linearize_config.VARIANTS if v != 'deep1']}")
+                         f"{[v for v in linearize_config.VARIANTS if v != 'deep1']}")
   if FLAGS.steps < 1:
     raise app.UsageError(f"--steps: {FLAGS.steps} must be a positive integer")
   if FLAGS.warmup < 0:

@@ -17,6 +17,7 @@ from uncertainty_jax.layers.pyramid import downsample
 from uncertainty_jax.layers.pyramid import image_pyramid
 from uncertainty_jax.layers.pyramid import upsample2x
 
-__all__ = ["CONV_TRANSPOSE_METHODS", "PoolSpec", "SubpixelConvTranspose", "UpsampleConv", "ValidConv",
-           "conv_transpose", "downsample", "image_pyramid", "phase_pool", "phase_unpool", "same_conv2d", "subpixel_conv_transpose",
+__all__ = ["CONV_TRANSPOSE_METHODS", "PoolSpec", "SubpixelConvTranspose", "UpsampleConv",
+           "ValidConv", "conv_transpose", "downsample", "image_pyramid", "phase_pool",
+           "phase_unpool", "same_conv2d", "subpixel_conv_transpose",
            "torch_uniform", "upsample2x", "upsample_conv2d", "valid_conv2d"]
